@@ -1,0 +1,121 @@
+//! The command line (clap). Options without defaults here: defaults and the config file are
+//! layered in `config.rs`, so that a flag or `CELLCTL_*` variable wins over the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::journal::DeadlineAction;
+
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CELLCTL_GIT_COMMIT"), ")");
+
+fn after_help() -> String {
+    format!(
+        "{}\nWith --json every command prints exactly one JSON document on stdout; human output goes to stderr.",
+        crate::error::exit_code_help()
+    )
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cellctl",
+    version = VERSION,
+    about = "Safely take one VMware Cloud Director cell out of service, upgrade it and report back",
+    after_long_help = after_help(),
+    after_help = "Exit codes and more: --help",
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// VCD installation directory (tools are DIR/bin/...) [default: /opt/vmware/vcloud-director]
+    #[arg(long, global = true, env = "CELLCTL_VCD_HOME", value_name = "DIR")]
+    pub vcd_home: Option<PathBuf>,
+    /// System administrator user for cell-management-tool [default: administrator]
+    #[arg(long, global = true, env = "CELLCTL_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// File holding the administrator password (mode 0600); else $CREDENTIALS_DIRECTORY/vcd-password, else a prompt
+    #[arg(long, global = true, env = "CELLCTL_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Journal, lock and run records [default: /var/lib/cellctl]
+    #[arg(long, global = true, env = "CELLCTL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Config file (TOML; unknown keys rejected) [default: /etc/cellctl/config.toml]
+    #[arg(long, global = true, env = "CELLCTL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Service manager command [default: systemctl]
+    #[arg(long, global = true, env = "CELLCTL_SYSTEMCTL", value_name = "PATH")]
+    pub systemctl: Option<PathBuf>,
+    /// The cell's service unit [default: vmware-vcd]
+    #[arg(long, global = true, env = "CELLCTL_SERVICE", value_name = "NAME")]
+    pub service: Option<String>,
+    /// Time limit for each vendor-tool or service-manager call [default: 5m]
+    #[arg(long, global = true, env = "CELLCTL_TOOL_TIMEOUT", value_name = "DUR")]
+    pub tool_timeout: Option<humantime::Duration>,
+    /// Print exactly one JSON document on stdout
+    #[arg(long, global = true, env = "CELLCTL_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the cell's job count, active and maintenance flags, service state and any recorded run
+    Status,
+    /// Maintenance message on, quiesce, wait for jobs with a deadline, then shut down
+    Drain(DrainArgs),
+    /// Undo what a recorded (interrupted or --no-shutdown) run changed on a running cell
+    Resume,
+    /// Write the man page to DIR (packaging)
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Print shell completions (packaging)
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnDeadline {
+    /// Undo this run's changes and exit non-zero
+    Abort,
+    /// Shut down anyway and report the jobs still running
+    Force,
+}
+
+impl From<OnDeadline> for DeadlineAction {
+    fn from(o: OnDeadline) -> Self {
+        match o {
+            OnDeadline::Abort => DeadlineAction::Abort,
+            OnDeadline::Force => DeadlineAction::Force,
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DrainArgs {
+    /// How long to wait for running jobs [default: 30m]
+    #[arg(long, env = "CELLCTL_DEADLINE", value_name = "DUR")]
+    pub deadline: Option<humantime::Duration>,
+    /// What to do at the deadline [default: abort]
+    #[arg(long, value_enum, env = "CELLCTL_ON_DEADLINE")]
+    pub on_deadline: Option<OnDeadline>,
+    /// Leave the maintenance message alone (a load balancer drains the cell)
+    #[arg(long)]
+    pub no_maintenance: bool,
+    /// Stop once drained; do not shut the cell down
+    #[arg(long)]
+    pub no_shutdown: bool,
+    /// Time between status polls while waiting [default: 10s]
+    #[arg(long, env = "CELLCTL_POLL_INTERVAL", value_name = "DUR")]
+    pub poll_interval: Option<humantime::Duration>,
+}

@@ -1,0 +1,264 @@
+//! Settings: command-line flag > `CELLCTL_*` environment (both via clap) > config file > default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{DrainArgs, GlobalArgs};
+use crate::journal::DeadlineAction;
+
+pub const DEFAULT_CONFIG: &str = "/etc/cellctl/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {detail}; fix the file or point --config elsewhere")]
+    File { path: String, detail: String },
+    #[error("config file {path}: `{key}` = {value:?} is not a duration (e.g. \"30m\", \"90s\")")]
+    Duration {
+        path: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub vcd_home: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub systemctl: Option<PathBuf>,
+    pub service: Option<String>,
+    pub tool_timeout: Option<String>,
+    pub json: Option<bool>,
+    #[serde(default)]
+    pub drain: DrainFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainFile {
+    pub deadline: Option<String>,
+    pub on_deadline: Option<DeadlineAction>,
+    pub maintenance: Option<bool>,
+    pub shutdown: Option<bool>,
+    pub poll_interval: Option<String>,
+}
+
+/// Resolved settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub vcd_home: PathBuf,
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    pub credentials_dir: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub systemctl: PathBuf,
+    pub service: String,
+    pub tool_timeout: Duration,
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrainSettings {
+    pub deadline: Duration,
+    /// Given on this command line (or env): a continued run then gets a fresh deadline.
+    pub deadline_explicit: bool,
+    pub on_deadline: DeadlineAction,
+    pub maintenance: bool,
+    pub shutdown: bool,
+    pub poll_interval: Duration,
+    /// Time between the two observations that confirm "drained".
+    pub confirm_interval: Duration,
+}
+
+/// Read the config file. The default path may be absent; an explicit one must exist.
+pub fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok((FileConfig::default(), None)),
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    let cfg = parse(&text).map_err(|detail| ConfigError::File {
+        path: path.display().to_string(),
+        detail,
+    })?;
+    Ok((cfg, Some(path)))
+}
+
+/// Parse config text; the error is one line with the line number.
+pub fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str::<FileConfig>(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = e.message().replace('\n', " ");
+        match line {
+            Some(l) => format!("line {l}: {msg}"),
+            None => msg,
+        }
+    })
+}
+
+fn dur(path: &Option<PathBuf>, key: &'static str, v: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    v.as_ref()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|_| ConfigError::Duration {
+                path: path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                key,
+                value: s.clone(),
+            })
+        })
+        .transpose()
+}
+
+pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>), ConfigError> {
+    let (f, path) = load_file(g.config.as_deref())?;
+    let tool_timeout = match g.tool_timeout {
+        Some(d) => d.into(),
+        None => dur(&path, "tool_timeout", &f.tool_timeout)?.unwrap_or(Duration::from_secs(300)),
+    };
+    if tool_timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "tool_timeout must be more than 0: every tool call needs a limit".into(),
+        ));
+    }
+    let s = Settings {
+        vcd_home: g
+            .vcd_home
+            .clone()
+            .or(f.vcd_home.clone())
+            .unwrap_or_else(|| "/opt/vmware/vcloud-director".into()),
+        user: g
+            .user
+            .clone()
+            .or(f.user.clone())
+            .unwrap_or_else(|| "administrator".into()),
+        password_file: g.password_file.clone().or(f.password_file.clone()),
+        credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        state_dir: g
+            .state_dir
+            .clone()
+            .or(f.state_dir.clone())
+            .unwrap_or_else(|| "/var/lib/cellctl".into()),
+        systemctl: g
+            .systemctl
+            .clone()
+            .or(f.systemctl.clone())
+            .unwrap_or_else(|| "systemctl".into()),
+        service: g
+            .service
+            .clone()
+            .or(f.service.clone())
+            .unwrap_or_else(|| "vmware-vcd".into()),
+        tool_timeout,
+        json: g.json || f.json.unwrap_or(false),
+    };
+    Ok((s, f, path))
+}
+
+pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> Result<DrainSettings, ConfigError> {
+    let deadline = match a.deadline {
+        Some(d) => d.into(),
+        None => dur(path, "drain.deadline", &f.drain.deadline)?.unwrap_or(Duration::from_secs(30 * 60)),
+    };
+    let poll_interval = match a.poll_interval {
+        Some(d) => d.into(),
+        None => dur(path, "drain.poll_interval", &f.drain.poll_interval)?.unwrap_or(Duration::from_secs(10)),
+    };
+    if poll_interval.is_zero() {
+        return Err(ConfigError::Invalid(
+            "poll interval must be more than 0 (it would busy-wait on the cell)".into(),
+        ));
+    }
+    Ok(DrainSettings {
+        deadline,
+        deadline_explicit: a.deadline.is_some(),
+        on_deadline: a
+            .on_deadline
+            .map(Into::into)
+            .or(f.drain.on_deadline)
+            .unwrap_or(DeadlineAction::Abort),
+        maintenance: !a.no_maintenance && f.drain.maintenance.unwrap_or(true),
+        shutdown: !a.no_shutdown && f.drain.shutdown.unwrap_or(true),
+        poll_interval,
+        confirm_interval: poll_interval.min(Duration::from_secs(2)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let e = parse("user = \"a\"\nvcd_hom = \"/x\"\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(e.contains("vcd_hom"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_key_in_section_is_rejected() {
+        assert!(parse("[drain]\ndeadlin = \"1m\"\n").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "user = \"fromfile\"\nservice = \"svc\"\n[drain]\ndeadline = \"5m\"\non_deadline = \"force\"\n",
+        )
+        .unwrap();
+        let g = GlobalArgs {
+            config: Some(p),
+            user: Some("fromflag".into()),
+            ..Default::default()
+        };
+        let (s, f, path) = resolve(&g).unwrap();
+        assert_eq!(s.user, "fromflag");
+        assert_eq!(s.service, "svc");
+        let d = resolve_drain(&DrainArgs::default(), &f, &path).unwrap();
+        assert_eq!(d.deadline, Duration::from_secs(300));
+        assert_eq!(d.on_deadline, DeadlineAction::Force);
+        assert!(!d.deadline_explicit);
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[drain]\ndeadline = \"soon\"\n").unwrap();
+        let g = GlobalArgs {
+            config: Some(p),
+            ..Default::default()
+        };
+        let (_, f, path) = resolve(&g).unwrap();
+        let e = resolve_drain(&DrainArgs::default(), &f, &path).unwrap_err().to_string();
+        assert!(e.contains("drain.deadline") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn explicit_missing_config_is_an_error() {
+        let g = GlobalArgs {
+            config: Some("/nonexistent/cellctl.toml".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&g).is_err());
+    }
+}

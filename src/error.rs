@@ -1,0 +1,198 @@
+//! Every error cellctl can end with, and the one place where errors become exit codes.
+//!
+//! Exit codes are a public contract (orchestrators branch on them): never renumber, only add.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::credentials::CredentialError;
+use crate::journal::JournalError;
+use crate::service::ServiceError;
+use crate::vendor::ToolError;
+
+/// Exit codes, stable. Rendered into `--help` and mirrored in README.md.
+pub mod code {
+    pub const OK: i32 = 0;
+    pub const INTERNAL: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const CONFIG: i32 = 3;
+    pub const LOCKED: i32 = 4;
+    pub const PRECHECK: i32 = 5;
+    pub const CREDENTIALS: i32 = 6;
+    pub const VENDOR_TOOL: i32 = 7;
+    pub const SERVICE: i32 = 8;
+    pub const STATE: i32 = 9;
+    pub const DEADLINE: i32 = 10;
+    pub const ROLLBACK_INCOMPLETE: i32 = 11;
+    pub const CONFLICT: i32 = 12;
+    pub const SIGHUP: i32 = 129;
+    pub const SIGINT: i32 = 130;
+    pub const SIGTERM: i32 = 143;
+}
+
+/// (code, name, meaning): the documented table.
+pub const EXIT_CODES: &[(i32, &str, &str)] = &[
+    (
+        code::OK,
+        "ok",
+        "done: drained/shut down/resumed as asked (also `forced`)",
+    ),
+    (
+        code::INTERNAL,
+        "internal",
+        "unexpected internal error (a bug): see the message",
+    ),
+    (code::USAGE, "usage", "bad command line"),
+    (code::CONFIG, "config", "bad config file or CELLCTL_* value"),
+    (code::LOCKED, "locked", "another cellctl run holds this cell's lock"),
+    (code::PRECHECK, "precheck", "preflight failed; nothing was changed"),
+    (
+        code::CREDENTIALS,
+        "credentials",
+        "password missing, unsafe file mode, or rejected",
+    ),
+    (
+        code::VENDOR_TOOL,
+        "vendor-tool",
+        "cell-management-tool failed, hung or printed no status",
+    ),
+    (
+        code::SERVICE,
+        "service",
+        "the service manager failed or the service did not stop",
+    ),
+    (code::STATE, "state", "state directory or journal unwritable/corrupt"),
+    (
+        code::DEADLINE,
+        "deadline",
+        "deadline reached; this run's changes were undone",
+    ),
+    (
+        code::ROLLBACK_INCOMPLETE,
+        "rollback-incomplete",
+        "could not undo this run's changes; journal kept, run `cellctl resume`",
+    ),
+    (
+        code::CONFLICT,
+        "conflict",
+        "a recorded run or the cell's state does not allow this command now",
+    ),
+    (
+        code::SIGHUP,
+        "hangup",
+        "SIGHUP (terminal gone); changes undone unless shutdown had begun",
+    ),
+    (
+        code::SIGINT,
+        "interrupted",
+        "SIGINT; changes undone unless shutdown had begun",
+    ),
+    (
+        code::SIGTERM,
+        "terminated",
+        "SIGTERM; changes undone unless shutdown had begun",
+    ),
+];
+
+/// Render the exit-code table for `--help` and the man page.
+pub fn exit_code_help() -> String {
+    let mut s = String::from("Exit codes:\n");
+    for (c, name, what) in EXIT_CODES {
+        s.push_str(&format!("  {c:>3}  {name:<20} {what}\n"));
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("another cellctl run holds the lock on {state_dir}: {holder}; wait for it or stop it (pid in the message)")]
+    Locked { state_dir: String, holder: String },
+    #[error("preflight failed, nothing changed: {0}")]
+    Precheck(String),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("deadline of {} reached with {jobs} job(s) still running; this run's changes were undone", humantime::format_duration(*.deadline))]
+    Deadline { deadline: Duration, jobs: u64 },
+    #[error("could not undo this run's changes ({0}); the journal is kept: fix the cause, then run `cellctl resume`")]
+    RollbackIncomplete(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("interrupted by {name}{}", if *.shutdown_done { "; shutdown had begun and was completed" } else { "; this run's changes were undone" })]
+    Interrupted {
+        signal: i32,
+        name: &'static str,
+        shutdown_done: bool,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The one mapping from errors to exit codes.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => code::USAGE,
+            Error::Config(_) => code::CONFIG,
+            Error::Locked { .. } => code::LOCKED,
+            Error::Precheck(_) => code::PRECHECK,
+            Error::Credentials(_) => code::CREDENTIALS,
+            Error::Tool(ToolError::Rejected { .. }) => code::CREDENTIALS,
+            Error::Tool(ToolError::NoTerminal { .. }) => code::CREDENTIALS,
+            Error::Tool(_) => code::VENDOR_TOOL,
+            Error::Service(_) => code::SERVICE,
+            Error::Journal(_) => code::STATE,
+            Error::Deadline { .. } => code::DEADLINE,
+            Error::RollbackIncomplete(_) => code::ROLLBACK_INCOMPLETE,
+            Error::Conflict(_) => code::CONFLICT,
+            Error::Interrupted { signal, .. } => 128 + signal,
+            Error::Internal(_) => code::INTERNAL,
+        }
+    }
+
+    /// A short stable name for the error class, used in JSON output.
+    pub fn kind(&self) -> &'static str {
+        let c = self.exit_code();
+        EXIT_CODES
+            .iter()
+            .find(|(k, _, _)| *k == c)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("internal")
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let mut codes: Vec<i32> = EXIT_CODES.iter().map(|(c, _, _)| *c).collect();
+        codes.sort();
+        let n = codes.len();
+        codes.dedup();
+        assert_eq!(n, codes.len(), "duplicate exit code in the table");
+    }
+
+    #[test]
+    fn signal_exit_codes_follow_shell_convention() {
+        let e = Error::Interrupted {
+            signal: 15,
+            name: "SIGTERM",
+            shutdown_done: false,
+        };
+        assert_eq!(e.exit_code(), code::SIGTERM);
+        assert_eq!(e.kind(), "terminated");
+    }
+}
