@@ -1,1 +1,528 @@
-fn main() {}
+//! cellsim: a simulated VMware Cloud Director cell. See README.md for the contract.
+
+mod model;
+mod store;
+mod tools;
+mod tty;
+
+use clap::{Args, Parser, Subcommand};
+use model::{Fault, FaultKind, Knobs, Op, Phase, State, now_ms, rfc3339_ms};
+use serde::Serialize;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use store::{CellDir, Error, Result, io_err};
+
+#[derive(Parser)]
+#[command(
+    name = "cellsim",
+    version,
+    about = "A simulated VMware Cloud Director cell, for testing and rehearsing cellctl (never shipped)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Lay out a new simulated cell under DIR (bin/ wrappers, sim/ state)
+    Create(Box<CreateArgs>),
+    /// Show the cell as it is now
+    Show {
+        dir: PathBuf,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or finish running jobs
+    Jobs {
+        #[command(subcommand)]
+        cmd: JobsCmd,
+    },
+    /// Change knobs while the cell runs: KEY=VALUE...
+    Set {
+        dir: PathBuf,
+        /// latency, quiesce_delay, arrival_every (`none` stops arrivals), job_duration,
+        /// startup_delay, watchdog_restart (`none`), password, user, prompt, version,
+        /// service_name, maintenance_line, hang_ignores_term
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Inject a fault into cell-management-tool calls, or `clear` them
+    Fault {
+        dir: PathBuf,
+        #[arg(value_parser = ["hang", "crash", "garble", "jvm-warnings", "connect-refused", "clear"])]
+        kind: String,
+        /// Which calls: status, status-verbose, quiesce, shutdown, maintenance, any
+        #[arg(long, value_parser = ["status", "status-verbose", "quiesce", "shutdown", "maintenance", "any"])]
+        op: Option<String>,
+        /// How many calls it affects (default: every call until cleared)
+        #[arg(long)]
+        times: Option<u32>,
+    },
+    /// The log of tool invocations
+    Invocations {
+        dir: PathBuf,
+        /// A JSON array of the records instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    dir: PathBuf,
+    /// [default: vcd-sim-password]
+    #[arg(long)]
+    password: Option<String>,
+    /// [default: administrator]
+    #[arg(long)]
+    user: Option<String>,
+    /// Jobs running at creation
+    #[arg(long, default_value_t = 0)]
+    jobs: u32,
+    /// [default: 30s]
+    #[arg(long, value_name = "DUR")]
+    job_duration: Option<String>,
+    /// A new job arrives this often while the cell is up, active and not quiesced [default: none]
+    #[arg(long, value_name = "DUR")]
+    arrival_every: Option<String>,
+    /// Start-up time of each cell-management-tool call (a JVM) [default: 0s]
+    #[arg(long, value_name = "DUR")]
+    latency: Option<String>,
+    /// Time from `--quiesce true` to `Is Active = false` [default: 1s]
+    #[arg(long, value_name = "DUR")]
+    quiesce_delay: Option<String>,
+    /// Time from a service start to the cell being up [default: 0s]
+    #[arg(long, value_name = "DUR")]
+    startup_delay: Option<String>,
+    /// After `--shutdown`, the watchdog restarts the cell after this [default: none]
+    #[arg(long, value_name = "DUR")]
+    watchdog_restart: Option<String>,
+    /// Password prompt; `{user}` is replaced by the -u user
+    /// [default: "Please enter the password for user {user}: "]
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// `--status` prints only `Job count` and `Is Active` (as vCD 5.1 did)
+    #[arg(long)]
+    no_maintenance_line: bool,
+    /// Product version of the cell [default: 10.6.1]
+    #[arg(long, value_name = "V")]
+    version: Option<String>,
+    /// Name of the service unit [default: vmware-vcd]
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
+    /// A hanging tool ignores SIGTERM
+    #[arg(long)]
+    hang_ignores_term: bool,
+    /// Service stopped, cell down
+    #[arg(long)]
+    stopped: bool,
+    /// Replace an existing cell in DIR
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+enum JobsCmd {
+    /// Start jobs now; prints their ids
+    Add {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// [default: the job_duration knob]
+        #[arg(long, value_name = "DUR", conflicts_with = "never")]
+        duration: Option<String>,
+        /// The jobs never finish on their own (stuck tasks)
+        #[arg(long)]
+        never: bool,
+        #[arg(long, default_value = "vappDeploy")]
+        operation: String,
+    },
+    /// End jobs now (never-ending ones too)
+    Finish {
+        dir: PathBuf,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[arg(required_unless_present = "all", value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The wrappers' hidden entry point is parsed by hand: its arguments belong to the fake
+    // tool and must reach it untouched (clap would claim `-h`, `--help`, `-V`...).
+    if args.get(1).is_some_and(|a| a == "tool") {
+        std::process::exit(tool_entry(&args[2..]));
+    }
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli.cmd) {
+        let _ = std::io::stdout().flush();
+        eprintln!("cellsim: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn tool_entry(args: &[OsString]) -> i32 {
+    match args {
+        [flag, dir, tool, rest @ ..] if flag == "--cell" => {
+            tools::run(Path::new(dir), &tool.to_string_lossy(), rest.to_vec())
+        }
+        _ => {
+            eprintln!("usage: cellsim tool --cell DIR <{}> ARGS...", tools::TOOLS.join("|"));
+            2
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Create(args) => create(*args),
+        Cmd::Show { dir, json } => show(&dir, json),
+        Cmd::Jobs {
+            cmd:
+                JobsCmd::Add {
+                    dir,
+                    count,
+                    duration,
+                    never,
+                    operation,
+                },
+        } => {
+            let duration = duration.map(|d| model::parse_duration(&d)).transpose()?;
+            let ids = CellDir::new(&dir).with_state(|s, now| {
+                let duration = match (never, duration) {
+                    (true, _) => None,
+                    (false, Some(d)) => Some(d),
+                    (false, None) => Some(s.knobs.job_duration),
+                };
+                Ok(s.add_jobs(now, count, duration, &operation)?)
+            })?;
+            for id in ids {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Cmd::Jobs {
+            cmd: JobsCmd::Finish { dir, all, ids },
+        } => CellDir::new(&dir)
+            .with_state(|s, _| Ok(s.finish_jobs(all, &ids)?))
+            .map(|_| ()),
+        Cmd::Set { dir, pairs } => CellDir::new(&dir).with_state(|s, now| {
+            for pair in &pairs {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("expected KEY=VALUE, got `{pair}`"))?;
+                s.set_knob(now, key.trim(), value)?;
+            }
+            // A shortened delay may already be due.
+            s.advance(now);
+            Ok(())
+        }),
+        Cmd::Fault { dir, kind, op, times } => {
+            let op = op.as_deref().map(|o| Op::parse(o).expect("clap checked"));
+            CellDir::new(&dir).with_state(|s, _| {
+                match FaultKind::parse(&kind) {
+                    None => {
+                        if times.is_some() {
+                            return Err(Error::Msg("`clear` takes no --times".into()));
+                        }
+                        s.faults.retain(|f| op.is_some_and(|op| f.op != op));
+                    }
+                    Some(kind) => {
+                        if times == Some(0) {
+                            return Err(Error::Msg("--times must be at least 1".into()));
+                        }
+                        s.add_fault(Fault {
+                            kind,
+                            op: op.unwrap_or(Op::Any),
+                            remaining: times,
+                        });
+                    }
+                }
+                Ok(())
+            })
+        }
+        Cmd::Invocations { dir, json } => invocations(&dir, json),
+    }
+}
+
+fn create(args: CreateArgs) -> Result<()> {
+    let mut knobs = Knobs::default();
+    let settings = [
+        ("password", &args.password),
+        ("user", &args.user),
+        ("job_duration", &args.job_duration),
+        ("arrival_every", &args.arrival_every),
+        ("latency", &args.latency),
+        ("quiesce_delay", &args.quiesce_delay),
+        ("startup_delay", &args.startup_delay),
+        ("watchdog_restart", &args.watchdog_restart),
+        ("prompt", &args.prompt),
+        ("version", &args.version),
+        ("service_name", &args.service_name),
+    ];
+    for (key, value) in settings {
+        if let Some(value) = value {
+            knobs.set(key, value)?;
+        }
+    }
+    knobs.maintenance_line = !args.no_maintenance_line;
+    knobs.hang_ignores_term = args.hang_ignores_term;
+    if args.stopped && args.jobs > 0 {
+        return Err(Error::Msg("--jobs needs a running cell (drop --stopped)".into()));
+    }
+
+    for sub in ["bin", "sim"] {
+        let path = args.dir.join(sub);
+        fs::create_dir_all(&path).map_err(io_err(&path))?;
+    }
+    let root = args.dir.canonicalize().map_err(io_err(&args.dir))?;
+    let cell = CellDir::new(&root);
+    if cell.state_path().exists() && !args.force {
+        return Err(Error::Msg(format!(
+            "{} already holds a cell (use --force to replace it)",
+            root.display()
+        )));
+    }
+
+    let now = now_ms();
+    let duration = knobs.job_duration;
+    let mut state = State::new(knobs, !args.stopped, now);
+    if args.jobs > 0 {
+        state.add_jobs(now, args.jobs, Some(duration), "vappDeploy")?;
+    }
+    cell.save(&state)?;
+    let log = cell.invocations_path();
+    fs::write(&log, "").map_err(io_err(&log))?;
+
+    let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
+    for tool in tools::TOOLS {
+        let path = cell.bin().join(tool);
+        let script = format!(
+            "#!/bin/sh\n# The simulated {tool} of the cellsim cell in this directory.\nexec {} tool --cell {} {tool} \"$@\"\n",
+            sh_quote(&exe),
+            sh_quote(&root)
+        );
+        fs::write(&path, script).map_err(io_err(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
+    }
+    println!("Created a simulated cell in {}", root.display());
+    println!("  tools: {}", cell.bin().display());
+    Ok(())
+}
+
+/// Single-quotes a path for /bin/sh.
+fn sh_quote(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
+}
+
+#[derive(Serialize)]
+struct JobView<'a> {
+    id: &'a str,
+    operation: &'a str,
+    started_at: String,
+    ends_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FailedJobView<'a> {
+    id: &'a str,
+    operation: &'a str,
+    started_at: String,
+    failed_at: String,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct ShowView<'a> {
+    dir: String,
+    now: String,
+    service: &'static str,
+    service_name: &'a str,
+    cell: &'static str,
+    cell_since: String,
+    job_count: usize,
+    is_active: bool,
+    quiesced: bool,
+    quiesced_at: Option<String>,
+    in_maintenance: bool,
+    version: &'a str,
+    jobs: Vec<JobView<'a>>,
+    completed_count: u64,
+    arrived_count: u64,
+    failed_jobs: Vec<FailedJobView<'a>>,
+    watchdog_restarts: u64,
+    faults: &'a [Fault],
+    knobs: &'a Knobs,
+}
+
+fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
+    ShowView {
+        dir: dir.display().to_string(),
+        now: rfc3339_ms(now),
+        service: if s.service_running { "running" } else { "stopped" },
+        service_name: &s.knobs.service_name,
+        cell: s.cell.name(),
+        cell_since: rfc3339_ms(s.cell_since_ms),
+        job_count: s.jobs.len(),
+        is_active: s.is_active(),
+        quiesced: s.quiesced,
+        quiesced_at: s.quiesced_at_ms.map(rfc3339_ms),
+        in_maintenance: s.in_maintenance,
+        version: &s.knobs.version,
+        jobs: s
+            .jobs
+            .iter()
+            .map(|j| JobView {
+                id: &j.id,
+                operation: &j.operation,
+                started_at: rfc3339_ms(j.started_at_ms),
+                ends_at: j.ends_at_ms.map(rfc3339_ms),
+            })
+            .collect(),
+        completed_count: s.completed_count,
+        arrived_count: s.arrived_count,
+        failed_jobs: s
+            .failed_jobs
+            .iter()
+            .map(|j| FailedJobView {
+                id: &j.id,
+                operation: &j.operation,
+                started_at: rfc3339_ms(j.started_at_ms),
+                failed_at: rfc3339_ms(j.failed_at_ms),
+                reason: &j.reason,
+            })
+            .collect(),
+        watchdog_restarts: s.watchdog_restarts,
+        faults: &s.faults,
+        knobs: &s.knobs,
+    }
+}
+
+fn show(dir: &Path, json: bool) -> Result<()> {
+    let cell = CellDir::new(&dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()));
+    let (state, now) = cell.with_state(|s, now| Ok((s.clone(), now)))?;
+    let view = show_view(&cell.root, &state, now);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view).expect("view serializes"));
+        return Ok(());
+    }
+    let since =
+        |ms: u64| humantime::format_duration(std::time::Duration::from_millis(now.saturating_sub(ms) / 1000 * 1000));
+    println!("Simulated cell in {} (version {})", view.dir, view.version);
+    println!(
+        "  service {}:  {} (for {})",
+        view.service_name,
+        view.service,
+        since(state.service_since_ms)
+    );
+    let cell_line = match state.cell {
+        Phase::Down if state.shut_down_by_tool => "down (shut down by cell-management-tool)",
+        _ => view.cell,
+    };
+    println!("  cell:        {cell_line} (for {})", since(state.cell_since_ms));
+    println!("  Job count = {}", view.job_count);
+    println!("  Is Active = {}", view.is_active);
+    println!("  In Maintenance Mode = {}", view.in_maintenance);
+    println!(
+        "  quiesced:    {}",
+        match &view.quiesced_at {
+            Some(at) => format!("yes, since {at}"),
+            None => "no".into(),
+        }
+    );
+    println!(
+        "  jobs:        {} running, {} completed, {} failed, {} started in all",
+        view.job_count,
+        view.completed_count,
+        view.failed_jobs.len(),
+        view.arrived_count
+    );
+    for job in &view.jobs {
+        println!(
+            "    {}  {:<22} started {}  ends {}",
+            job.id,
+            job.operation,
+            job.started_at,
+            job.ends_at.as_deref().unwrap_or("never")
+        );
+    }
+    for job in &view.failed_jobs {
+        println!(
+            "    {}  {:<22} FAILED {} ({})",
+            job.id, job.operation, job.failed_at, job.reason
+        );
+    }
+    if state.faults.is_empty() {
+        println!("  faults:      none");
+    }
+    for f in &state.faults {
+        println!(
+            "  fault:       {} on {} calls{}",
+            f.kind.name(),
+            f.op.name(),
+            f.remaining.map(|n| format!(" ({n} more)")).unwrap_or_default()
+        );
+    }
+    let knobs = serde_json::to_value(&state.knobs).expect("knobs serialize");
+    let knobs: Vec<String> = knobs
+        .as_object()
+        .expect("knobs are an object")
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s:?}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    println!("  knobs:       {}", knobs.join(" "));
+    Ok(())
+}
+
+fn invocations(dir: &Path, json: bool) -> Result<()> {
+    let path = CellDir::new(dir).invocations_path();
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|source| Error::Json {
+                path: path.clone(),
+                source,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records).expect("records serialize"));
+        return Ok(());
+    }
+    for r in records {
+        let r: tools::Record = serde_json::from_value(r).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
+        let mut flags = String::new();
+        if r.password_in_argv {
+            flags += " PASSWORD-IN-ARGV";
+        }
+        if r.password_in_env {
+            flags += " PASSWORD-IN-ENV";
+        }
+        println!(
+            "{}  {} {}  exit={} tty={}{}",
+            r.at,
+            r.tool,
+            r.argv.join(" "),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none (hung)".into()),
+            if r.had_tty { "yes" } else { "no" },
+            flags
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,720 @@
+//! The cell's state and its lazy time model.
+//!
+//! Nothing runs in the background: every access calls [`State::advance`] with the wall-clock time,
+//! which replays what happened since the last access (cell start-up, watchdog restart, quiesce
+//! taking effect, job arrivals and completions). Delays are stored as knobs and the moments they
+//! start from are stored as timestamps, so changing a knob takes effect on a pending transition.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Format version of `state.json`.
+pub const SCHEMA: u32 = 1;
+
+/// Arrivals generated in one advance at most; a cell left alone for days must not explode.
+const ARRIVAL_CAP: u64 = 10_000;
+
+/// Failed jobs kept for inspection; older ones are dropped.
+const FAILED_KEEP: usize = 1_000;
+
+/// Operations given to arriving jobs, cycled, so a verbose status looks like a real cell's.
+const ARRIVAL_OPERATIONS: &[&str] = &[
+    "vappDeploy",
+    "vdcComposeVapp",
+    "vappPowerOn",
+    "vdcCopyTemplate",
+    "vappUndeployPowerOff",
+];
+
+pub const DEFAULT_PROMPT: &str = "Please enter the password for user {user}: ";
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub fn rfc3339_s(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// Durations are stored as humantime text ("300ms", "1h") so state.json and `show --json`
+/// read like the `set` command's values.
+mod dur {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub mod opt {
+        use super::*;
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                Some(text) => humantime::parse_duration(&text)
+                    .map(Some)
+                    .map_err(serde::de::Error::custom),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// Settings that can be changed while the cell runs (`cellsim set`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Knobs {
+    pub user: String,
+    pub password: String,
+    /// Password prompt; `{user}` is replaced by the user given with `-u`.
+    pub prompt: String,
+    /// Sleep at the start of every cell-management-tool call (JVM start-up).
+    #[serde(with = "dur")]
+    pub latency: Duration,
+    #[serde(with = "dur")]
+    pub quiesce_delay: Duration,
+    #[serde(with = "dur")]
+    pub startup_delay: Duration,
+    /// Duration of jobs that arrive on their own and of `jobs add` without `--duration`.
+    #[serde(with = "dur")]
+    pub job_duration: Duration,
+    #[serde(with = "dur::opt")]
+    pub arrival_every: Option<Duration>,
+    #[serde(with = "dur::opt")]
+    pub watchdog_restart: Option<Duration>,
+    /// Whether `--status` prints `In Maintenance Mode = ...` (vCD 8.10+ does, 5.1 did not).
+    pub maintenance_line: bool,
+    pub version: String,
+    pub service_name: String,
+    /// A hanging tool ignores SIGTERM, so callers must escalate to SIGKILL.
+    pub hang_ignores_term: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            user: "administrator".into(),
+            password: "vcd-sim-password".into(),
+            prompt: DEFAULT_PROMPT.into(),
+            latency: Duration::ZERO,
+            quiesce_delay: Duration::from_secs(1),
+            startup_delay: Duration::ZERO,
+            job_duration: Duration::from_secs(30),
+            arrival_every: None,
+            watchdog_restart: None,
+            maintenance_line: true,
+            version: "10.6.1".into(),
+            service_name: "vmware-vcd".into(),
+            hang_ignores_term: false,
+        }
+    }
+}
+
+impl Knobs {
+    pub const KEYS: &'static [&'static str] = &[
+        "user",
+        "password",
+        "prompt",
+        "latency",
+        "quiesce_delay",
+        "startup_delay",
+        "job_duration",
+        "arrival_every",
+        "watchdog_restart",
+        "maintenance_line",
+        "version",
+        "service_name",
+        "hang_ignores_term",
+    ];
+
+    /// Applies one `KEY=VALUE` from `cellsim set`; keys may use `-` or `_`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let key = key.replace('-', "_");
+        match key.as_str() {
+            "user" => self.user = value.into(),
+            "password" => self.password = value.into(),
+            "prompt" => self.prompt = value.into(),
+            "version" => self.version = value.into(),
+            "service_name" => self.service_name = value.into(),
+            "latency" => self.latency = parse_duration(value)?,
+            "quiesce_delay" => self.quiesce_delay = parse_duration(value)?,
+            "startup_delay" => self.startup_delay = parse_duration(value)?,
+            "job_duration" => self.job_duration = parse_duration(value)?,
+            "arrival_every" => self.arrival_every = parse_interval(value)?,
+            "watchdog_restart" => self.watchdog_restart = parse_opt_duration(value)?,
+            "maintenance_line" => self.maintenance_line = parse_bool(value)?,
+            "hang_ignores_term" => self.hang_ignores_term = parse_bool(value)?,
+            _ => {
+                return Err(format!("unknown knob `{key}` (known: {})", Knobs::KEYS.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("bad duration `{text}`: {e}"))
+}
+
+/// `none` (or `never`/`off`) means unset.
+pub fn parse_opt_duration(text: &str) -> Result<Option<Duration>, String> {
+    match text.trim() {
+        "none" | "never" | "off" => Ok(None),
+        other => parse_duration(other).map(Some),
+    }
+}
+
+/// Like [`parse_opt_duration`], but zero is refused: it would mean infinitely many arrivals.
+pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    let d = parse_opt_duration(text)?;
+    if d == Some(Duration::ZERO) {
+        return Err("arrival_every must be more than 0 (use `none` to stop arrivals)".into());
+    }
+    Ok(d)
+}
+
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("bad boolean `{text}` (use true or false)")),
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Up,
+    Down,
+    Starting,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Up => "up",
+            Phase::Down => "down",
+            Phase::Starting => "starting",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub operation: String,
+    pub started_at_ms: u64,
+    /// None: never ends on its own (a stuck task).
+    pub ends_at_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FailedJob {
+    pub id: String,
+    pub operation: String,
+    pub started_at_ms: u64,
+    pub failed_at_ms: u64,
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    Hang,
+    Crash,
+    Garble,
+    JvmWarnings,
+    ConnectRefused,
+}
+
+impl FaultKind {
+    pub fn parse(text: &str) -> Option<FaultKind> {
+        Some(match text {
+            "hang" => FaultKind::Hang,
+            "crash" => FaultKind::Crash,
+            "garble" => FaultKind::Garble,
+            "jvm-warnings" => FaultKind::JvmWarnings,
+            "connect-refused" => FaultKind::ConnectRefused,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Hang => "hang",
+            FaultKind::Crash => "crash",
+            FaultKind::Garble => "garble",
+            FaultKind::JvmWarnings => "jvm-warnings",
+            FaultKind::ConnectRefused => "connect-refused",
+        }
+    }
+}
+
+/// The cell-management-tool operation a fault applies to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Op {
+    Status,
+    StatusVerbose,
+    Quiesce,
+    Shutdown,
+    Maintenance,
+    Any,
+}
+
+impl Op {
+    pub fn parse(text: &str) -> Option<Op> {
+        Some(match text {
+            "status" => Op::Status,
+            "status-verbose" => Op::StatusVerbose,
+            "quiesce" => Op::Quiesce,
+            "shutdown" => Op::Shutdown,
+            "maintenance" => Op::Maintenance,
+            "any" => Op::Any,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Status => "status",
+            Op::StatusVerbose => "status-verbose",
+            Op::Quiesce => "quiesce",
+            Op::Shutdown => "shutdown",
+            Op::Maintenance => "maintenance",
+            Op::Any => "any",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub op: Op,
+    /// Calls it still affects; None: every call until cleared.
+    pub remaining: Option<u32>,
+}
+
+impl Fault {
+    fn matches(&self, op: Op) -> bool {
+        self.op == Op::Any || self.op == op
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct State {
+    pub schema: u32,
+    pub knobs: Knobs,
+    pub service_running: bool,
+    pub service_since_ms: u64,
+    pub cell: Phase,
+    /// When the cell entered its current phase.
+    pub cell_since_ms: u64,
+    /// Down because of `--shutdown` (the watchdog may restart it), not a service stop.
+    pub shut_down_by_tool: bool,
+    /// `--quiesce true` given: no new jobs start.
+    pub quiesced: bool,
+    pub quiesced_at_ms: Option<u64>,
+    /// `Is Active`; turns false `quiesce_delay` after the quiesce.
+    pub active: bool,
+    pub in_maintenance: bool,
+    pub jobs: Vec<Job>,
+    pub failed_jobs: Vec<FailedJob>,
+    pub completed_count: u64,
+    /// Jobs ever started (arrivals and `jobs add`).
+    pub arrived_count: u64,
+    pub next_job_seq: u64,
+    /// The next arrival is due `arrival_every` after this.
+    pub arrival_anchor_ms: u64,
+    /// Times the cell came back after a `--shutdown` through the watchdog.
+    pub watchdog_restarts: u64,
+    pub faults: Vec<Fault>,
+    pub last_advanced_ms: u64,
+}
+
+impl State {
+    pub fn new(knobs: Knobs, running: bool, now: u64) -> State {
+        State {
+            schema: SCHEMA,
+            knobs,
+            service_running: running,
+            service_since_ms: now,
+            cell: if running { Phase::Up } else { Phase::Down },
+            cell_since_ms: now,
+            shut_down_by_tool: false,
+            quiesced: false,
+            quiesced_at_ms: None,
+            active: true,
+            in_maintenance: false,
+            jobs: Vec::new(),
+            failed_jobs: Vec::new(),
+            completed_count: 0,
+            arrived_count: 0,
+            next_job_seq: 1,
+            arrival_anchor_ms: now,
+            watchdog_restarts: 0,
+            faults: Vec::new(),
+            last_advanced_ms: now,
+        }
+    }
+
+    /// What `Is Active` would say: only an up cell is active.
+    pub fn is_active(&self) -> bool {
+        self.cell == Phase::Up && self.active
+    }
+
+    fn arrivals_allowed(&self) -> bool {
+        self.cell == Phase::Up && !self.quiesced && !self.in_maintenance
+    }
+
+    /// The one pending automatic transition: the current phase admits at most one.
+    fn next_transition(&self) -> Option<u64> {
+        match self.cell {
+            Phase::Starting => Some(self.cell_since_ms + ms(self.knobs.startup_delay)),
+            Phase::Down if self.service_running && self.shut_down_by_tool => {
+                self.knobs.watchdog_restart.map(|w| self.cell_since_ms + ms(w))
+            }
+            Phase::Up if self.quiesced && self.active => self.quiesced_at_ms.map(|q| q + ms(self.knobs.quiesce_delay)),
+            _ => None,
+        }
+    }
+
+    fn apply_transition(&mut self, at: u64) {
+        match self.cell {
+            Phase::Starting => {
+                self.cell = Phase::Up;
+                self.cell_since_ms = at;
+                self.arrival_anchor_ms = at;
+            }
+            Phase::Down => {
+                self.watchdog_restarts += 1;
+                self.begin_start(at);
+            }
+            Phase::Up => self.active = false,
+        }
+    }
+
+    /// A (re)started cell is a fresh JVM: quiesce and maintenance are gone.
+    fn begin_start(&mut self, at: u64) {
+        self.cell = Phase::Starting;
+        self.cell_since_ms = at;
+        self.shut_down_by_tool = false;
+        self.quiesced = false;
+        self.quiesced_at_ms = None;
+        self.active = true;
+        self.in_maintenance = false;
+    }
+
+    /// Replays everything that happened up to `now`.
+    pub fn advance(&mut self, now: u64) {
+        let now = now.max(self.last_advanced_ms);
+        // Each transition changes the phase or clears `active`, so few are possible in a row.
+        for _ in 0..16 {
+            // A knob shortened after the fact must not rewrite what callers already saw.
+            let next = self.next_transition().map(|t| t.max(self.last_advanced_ms));
+            match next {
+                Some(t) if t <= now => {
+                    self.generate_arrivals(t);
+                    self.apply_transition(t);
+                }
+                _ => {
+                    self.generate_arrivals(now);
+                    break;
+                }
+            }
+        }
+        let before = self.jobs.len();
+        self.jobs.retain(|j| j.ends_at_ms.is_none_or(|end| end > now));
+        self.completed_count += (before - self.jobs.len()) as u64;
+        self.last_advanced_ms = now;
+    }
+
+    fn generate_arrivals(&mut self, until: u64) {
+        if !self.arrivals_allowed() {
+            return;
+        }
+        let Some(every) = self.knobs.arrival_every else {
+            return;
+        };
+        let every = ms(every).max(1);
+        if until < self.arrival_anchor_ms + every {
+            return;
+        }
+        let due = (until - self.arrival_anchor_ms) / every;
+        // Beyond the cap, the oldest arrivals are counted as started and completed, unseen.
+        let skipped = due.saturating_sub(ARRIVAL_CAP);
+        self.arrived_count += skipped;
+        self.completed_count += skipped;
+        self.next_job_seq += skipped;
+        self.arrival_anchor_ms += skipped * every;
+        for _ in skipped..due {
+            self.arrival_anchor_ms += every;
+            let op = ARRIVAL_OPERATIONS[(self.next_job_seq as usize) % ARRIVAL_OPERATIONS.len()];
+            let end = self.arrival_anchor_ms + ms(self.knobs.job_duration);
+            self.start_job(op, self.arrival_anchor_ms, Some(end));
+        }
+    }
+
+    /// Job ids look like the UUIDs of vCD tasks but count up, so they are easy to read.
+    fn start_job(&mut self, operation: &str, at: u64, ends_at: Option<u64>) -> String {
+        let id = format!("00000000-0000-4000-8000-{:012}", self.next_job_seq);
+        self.next_job_seq += 1;
+        self.arrived_count += 1;
+        self.jobs.push(Job {
+            id: id.clone(),
+            operation: operation.into(),
+            started_at_ms: at,
+            ends_at_ms: ends_at,
+        });
+        id
+    }
+
+    /// `cellsim jobs add`: works whatever the quiesce state (it models work already admitted).
+    pub fn add_jobs(
+        &mut self,
+        now: u64,
+        count: u32,
+        duration: Option<Duration>,
+        operation: &str,
+    ) -> Result<Vec<String>, String> {
+        if self.cell != Phase::Up {
+            return Err(format!(
+                "the cell is {}; jobs can only be added to a cell that is up",
+                self.cell.name()
+            ));
+        }
+        Ok((0..count)
+            .map(|_| self.start_job(operation, now, duration.map(|d| now + ms(d))))
+            .collect())
+    }
+
+    /// `cellsim jobs finish`: unknown ids are refused before anything changes.
+    pub fn finish_jobs(&mut self, all: bool, ids: &[String]) -> Result<usize, String> {
+        if !all && let Some(missing) = ids.iter().find(|id| !self.jobs.iter().any(|j| &j.id == *id)) {
+            return Err(format!("no running job with id {missing}"));
+        }
+        let before = self.jobs.len();
+        self.jobs.retain(|j| !all && !ids.contains(&j.id));
+        let done = before - self.jobs.len();
+        self.completed_count += done as u64;
+        Ok(done)
+    }
+
+    fn fail_running_jobs(&mut self, now: u64, reason: &str) {
+        for job in std::mem::take(&mut self.jobs) {
+            self.failed_jobs.push(FailedJob {
+                id: job.id,
+                operation: job.operation,
+                started_at_ms: job.started_at_ms,
+                failed_at_ms: now,
+                reason: reason.into(),
+            });
+        }
+        if self.failed_jobs.len() > FAILED_KEEP {
+            let excess = self.failed_jobs.len() - FAILED_KEEP;
+            self.failed_jobs.drain(..excess);
+        }
+    }
+
+    /// `--quiesce true|false`. Repeating `true` keeps the original deadline.
+    pub fn set_quiesce(&mut self, now: u64, on: bool) {
+        if on {
+            if !self.quiesced {
+                self.quiesced = true;
+                self.quiesced_at_ms = Some(now);
+            }
+        } else {
+            self.quiesced = false;
+            self.quiesced_at_ms = None;
+            self.active = true;
+            self.arrival_anchor_ms = now;
+        }
+        self.advance(now);
+    }
+
+    pub fn set_maintenance(&mut self, now: u64, on: bool) {
+        if self.in_maintenance && !on {
+            self.arrival_anchor_ms = now;
+        }
+        self.in_maintenance = on;
+    }
+
+    /// `--shutdown`: the cell JVM stops; the service (watchdog) stays active.
+    pub fn shutdown_cell(&mut self, now: u64) {
+        self.fail_running_jobs(now, "cell shut down");
+        self.cell = Phase::Down;
+        self.cell_since_ms = now;
+        self.shut_down_by_tool = true;
+        self.advance(now);
+    }
+
+    pub fn service_stop(&mut self, now: u64) {
+        if self.cell != Phase::Down {
+            self.fail_running_jobs(now, "service stopped");
+            self.cell = Phase::Down;
+            self.cell_since_ms = now;
+        }
+        self.shut_down_by_tool = false;
+        if self.service_running {
+            self.service_running = false;
+            self.service_since_ms = now;
+        }
+    }
+
+    /// Returns false when the service was already active (then, as with systemd, nothing happens).
+    pub fn service_start(&mut self, now: u64) -> bool {
+        if self.service_running {
+            return false;
+        }
+        self.service_running = true;
+        self.service_since_ms = now;
+        self.begin_start(now);
+        self.advance(now);
+        true
+    }
+
+    /// Knob changes that restart a schedule from now.
+    pub fn set_knob(&mut self, now: u64, key: &str, value: &str) -> Result<(), String> {
+        let before = self.knobs.arrival_every;
+        self.knobs.set(key, value)?;
+        if self.knobs.arrival_every != before {
+            self.arrival_anchor_ms = now;
+        }
+        Ok(())
+    }
+
+    /// Adds a fault, replacing one of the same kind for the same operation.
+    pub fn add_fault(&mut self, fault: Fault) {
+        self.faults.retain(|f| !(f.kind == fault.kind && f.op == fault.op));
+        self.faults.push(fault);
+    }
+
+    /// Uses up one call of the first matching fault among `kinds`.
+    pub fn take_fault(&mut self, op: Op, kinds: &[FaultKind]) -> Option<FaultKind> {
+        let idx = self
+            .faults
+            .iter()
+            .position(|f| kinds.contains(&f.kind) && f.matches(op) && f.remaining != Some(0))?;
+        let kind = self.faults[idx].kind;
+        if let Some(n) = self.faults[idx].remaining.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.faults.remove(idx);
+            }
+        }
+        Some(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(knobs: Knobs) -> State {
+        State::new(knobs, true, 1_000_000)
+    }
+
+    #[test]
+    fn arrivals_follow_the_interval_and_stop_on_quiesce() {
+        let mut s = cell(Knobs {
+            arrival_every: Some(Duration::from_millis(100)),
+            job_duration: Duration::from_secs(3600),
+            ..Knobs::default()
+        });
+        s.advance(1_000_350);
+        assert_eq!(s.arrived_count, 3);
+        s.set_quiesce(1_000_350, true);
+        s.advance(1_010_000);
+        assert_eq!(s.arrived_count, 3);
+        assert!(!s.is_active());
+        s.set_quiesce(1_010_000, false);
+        assert!(s.is_active());
+        s.advance(1_010_250);
+        assert_eq!(s.arrived_count, 5);
+    }
+
+    #[test]
+    fn quiesce_takes_effect_after_the_delay() {
+        let mut s = cell(Knobs::default());
+        s.set_quiesce(1_000_000, true);
+        s.advance(1_000_999);
+        assert!(s.is_active());
+        s.advance(1_001_000);
+        assert!(!s.is_active());
+    }
+
+    #[test]
+    fn jobs_complete_at_their_end() {
+        let mut s = cell(Knobs::default());
+        s.add_jobs(1_000_000, 2, Some(Duration::from_millis(300)), "x").unwrap();
+        s.add_jobs(1_000_000, 1, None, "stuck").unwrap();
+        s.advance(1_000_299);
+        assert_eq!(s.jobs.len(), 3);
+        s.advance(1_000_300);
+        assert_eq!(s.jobs.len(), 1);
+        assert_eq!(s.completed_count, 2);
+    }
+
+    #[test]
+    fn watchdog_restarts_a_shut_down_cell_unless_the_service_stops() {
+        let mut s = cell(Knobs {
+            watchdog_restart: Some(Duration::from_millis(500)),
+            startup_delay: Duration::from_millis(200),
+            ..Knobs::default()
+        });
+        s.add_jobs(1_000_000, 1, None, "x").unwrap();
+        s.set_quiesce(1_000_000, true);
+        s.shutdown_cell(1_000_000);
+        assert_eq!(s.failed_jobs.len(), 1);
+        s.advance(1_000_600);
+        assert_eq!(s.cell, Phase::Starting);
+        s.advance(1_000_700);
+        assert_eq!(s.cell, Phase::Up);
+        assert!(!s.quiesced);
+        s.shutdown_cell(1_001_000);
+        s.service_stop(1_001_000);
+        s.advance(1_100_000);
+        assert_eq!(s.cell, Phase::Down);
+    }
+
+    #[test]
+    fn arrivals_are_capped() {
+        let mut s = cell(Knobs {
+            arrival_every: Some(Duration::from_millis(1)),
+            ..Knobs::default()
+        });
+        s.advance(1_000_000 + 50_000);
+        assert_eq!(s.arrived_count, 50_000);
+        assert!(s.jobs.len() as u64 <= ARRIVAL_CAP);
+    }
+
+    #[test]
+    fn times_limited_faults_run_out() {
+        let mut s = cell(Knobs::default());
+        s.add_fault(Fault {
+            kind: FaultKind::Crash,
+            op: Op::Status,
+            remaining: Some(1),
+        });
+        assert_eq!(s.take_fault(Op::Quiesce, &[FaultKind::Crash]), None);
+        assert_eq!(s.take_fault(Op::Status, &[FaultKind::Crash]), Some(FaultKind::Crash));
+        assert_eq!(s.take_fault(Op::Status, &[FaultKind::Crash]), None);
+    }
+}

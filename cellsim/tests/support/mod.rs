@@ -1,0 +1,260 @@
+//! Helpers that drive the real cellsim binary and the wrapper scripts it lays out.
+//!
+//! Timing: tests wait on conditions by polling with a generous limit, never on a sleep that
+//! assumes the machine is fast. The only sleeps check that something does *not* happen, which
+//! a slow machine cannot turn into a false failure.
+
+#![allow(dead_code)]
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, setsid};
+use serde_json::Value;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const SIM: &str = env!("CARGO_BIN_EXE_cellsim");
+pub const PW: &str = "vcd-sim-password";
+pub const USER: &str = "administrator";
+/// Long enough for a loaded 2-core CI machine; only reached when something is broken.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+pub struct Cell {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl Cell {
+    pub fn create(args: &[&str]) -> Cell {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cell");
+        let mut cmd = Command::new(SIM);
+        cmd.arg("create").arg(&dir).args(args);
+        let out = run(cmd);
+        assert!(out.status.success(), "create failed: {}", text(&out.stderr));
+        Cell { _tmp: tmp, dir }
+    }
+
+    /// `cellsim CMD DIR ARGS...`
+    pub fn sim(&self, cmd: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(SIM);
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        c.args(&words).arg(&self.dir).args(args);
+        run(c)
+    }
+
+    pub fn sim_ok(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.sim(cmd, args);
+        assert!(
+            out.status.success(),
+            "cellsim {cmd} {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    pub fn show(&self) -> Value {
+        serde_json::from_str(&self.sim_ok("show", &["--json"])).unwrap()
+    }
+
+    pub fn bin(&self, tool: &str) -> PathBuf {
+        self.dir.join("bin").join(tool)
+    }
+
+    /// A tool command detached from any terminal the test runner may have (new session),
+    /// so a missing `-p` can never block on the developer's terminal.
+    pub fn command(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(self.bin(tool));
+        cmd.stdin(Stdio::null());
+        detach(&mut cmd);
+        cmd
+    }
+
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Output {
+        let mut cmd = self.command(tool);
+        cmd.args(args);
+        run(cmd)
+    }
+
+    /// `cell-management-tool ARGS...`
+    pub fn cmt(&self, args: &[&str]) -> Output {
+        self.tool("cell-management-tool", args)
+    }
+
+    /// `cell-management-tool -u administrator -p PW cell ARGS...`
+    pub fn cell(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-u", USER, "-p", PW, "cell"];
+        all.extend_from_slice(args);
+        self.cmt(&all)
+    }
+
+    pub fn cell_ok(&self, args: &[&str]) -> String {
+        let out = self.cell(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "cell {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    pub fn status(&self) -> String {
+        self.cell_ok(&["--status"])
+    }
+
+    pub fn invocations(&self) -> Vec<Value> {
+        serde_json::from_str(&self.sim_ok("invocations", &["--json"])).unwrap()
+    }
+
+    pub fn last_invocation(&self) -> Value {
+        self.invocations().pop().expect("an invocation record")
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn detach(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            setsid()?;
+            Ok(())
+        });
+    }
+}
+
+/// Runs to completion, with a limit so a broken simulator fails the test instead of hanging it.
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            panic!("{cmd:?} did not finish within {LIMIT:?}");
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or fails the test after [`LIMIT`].
+pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the child if the test fails before it is reaped.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32)
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_until("the child to exit", || self.0.try_wait().unwrap())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct PtyRun {
+    /// Everything the terminal showed (prompt, echo if any, stdout).
+    pub screen: String,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+/// Runs `cmd` with a pseudo-terminal as its controlling terminal, stdin and stdout; waits for
+/// `prompt` on the screen, then types `answer` and Enter.
+pub fn run_on_pty(mut cmd: Command, prompt: &str, answer: &str) -> PtyRun {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let master = File::from(pty.master);
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::piped());
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            setsid()?;
+            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn on pty");
+    // The parent's copies of the slave live in `cmd`: close them, so the master reports EOF
+    // (EIO) once the child exits.
+    drop(cmd);
+    let mut child = KillOnDrop(child);
+
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut screen = Vec::new();
+    let start = Instant::now();
+    while !text(&screen).contains(prompt) {
+        let left = LIMIT.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => screen.extend(chunk),
+            Err(_) => panic!("no prompt {prompt:?}; the terminal showed {:?}", text(&screen)),
+        }
+    }
+    let mut writer = master;
+    writer.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    // The reader ends when the child has exited and closed the terminal.
+    loop {
+        let left = LIMIT.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => screen.extend(chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the tool did not finish; screen {:?}", text(&screen))
+            }
+        }
+    }
+    let status = child.wait();
+    let mut stderr = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    PtyRun {
+        screen: text(&screen),
+        stderr,
+        status,
+    }
+}
