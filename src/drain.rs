@@ -76,6 +76,23 @@ struct Runner {
 }
 
 impl Runner {
+    fn new(journal: Journal, tool: CellTool, service: Service, rec: RunRecord, sig: SignalWatch) -> Self {
+        // Steps record the job count last seen, starting from what the recorded run saw.
+        let last_job_count = rec.steps.iter().rev().find_map(|s| s.job_count);
+        Runner {
+            journal,
+            tool,
+            service,
+            rec,
+            sig,
+            failure: None,
+            rollback_error: None,
+            late_signal: None,
+            last_job_count,
+            jobs_remaining: None,
+        }
+    }
+
     fn save(&self) -> Result<(), Error> {
         self.journal.save(&self.rec).map_err(Error::from)
     }
@@ -558,7 +575,12 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
                 report.service = Some(svc);
                 return Ok(());
             };
-            tracing::info!(job_count = st.job_count, is_active = st.is_active, in_maintenance = ?st.in_maintenance, "preflight passed");
+            tracing::info!(
+                job_count = st.job_count,
+                is_active = st.is_active,
+                in_maintenance = st.in_maintenance.map_or("unknown".to_string(), |b| b.to_string()),
+                "preflight passed"
+            );
             let now = now_rfc3339();
             RunRecord {
                 schema: SCHEMA,
@@ -595,18 +617,7 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
             }
         }
     };
-    let mut r = Runner {
-        journal,
-        tool,
-        service,
-        rec,
-        sig,
-        failure: None,
-        rollback_error: None,
-        late_signal: None,
-        last_job_count: None,
-        jobs_remaining: None,
-    };
+    let mut r = Runner::new(journal, tool, service, rec, sig);
     let first = if r.rec.phase == Phase::Start {
         Event::PreflightPassed
     } else {
@@ -658,18 +669,7 @@ async fn resume_inner(s: &Settings, sig: SignalWatch, report: &mut Report) -> Re
         )));
     }
     tracing::info!(run_id = %rec.run_id, phase = ?rec.phase, "undoing the recorded run");
-    let mut r = Runner {
-        journal,
-        tool,
-        service,
-        rec,
-        sig,
-        failure: None,
-        rollback_error: None,
-        late_signal: None,
-        last_job_count: None,
-        jobs_remaining: None,
-    };
+    let mut r = Runner::new(journal, tool, service, rec, sig);
     r.advance(Event::UndoRequested)?;
     match r.rollback().await {
         Ok(()) => {}

@@ -109,8 +109,6 @@ pub enum Error {
     Usage(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("another cellctl run holds the lock on {state_dir}: {holder}; wait for it or stop it (pid in the message)")]
-    Locked { state_dir: String, holder: String },
     #[error("preflight failed, nothing changed: {0}")]
     Precheck(String),
     #[error(transparent)]
@@ -143,13 +141,13 @@ impl Error {
         match self {
             Error::Usage(_) => code::USAGE,
             Error::Config(_) => code::CONFIG,
-            Error::Locked { .. } => code::LOCKED,
             Error::Precheck(_) => code::PRECHECK,
             Error::Credentials(_) => code::CREDENTIALS,
             Error::Tool(ToolError::Rejected { .. }) => code::CREDENTIALS,
             Error::Tool(ToolError::NoTerminal { .. }) => code::CREDENTIALS,
             Error::Tool(_) => code::VENDOR_TOOL,
             Error::Service(_) => code::SERVICE,
+            Error::Journal(JournalError::Locked { .. }) => code::LOCKED,
             Error::Journal(_) => code::STATE,
             Error::Deadline { .. } => code::DEADLINE,
             Error::RollbackIncomplete(_) => code::ROLLBACK_INCOMPLETE,

@@ -39,7 +39,7 @@ pub enum JournalError {
     },
     #[error("journal {path} is unreadable or corrupt: {detail}; inspect it, then move it aside to start afresh")]
     Corrupt { path: String, detail: String },
-    #[error("another cellctl run holds the lock on {path}: {holder}")]
+    #[error("another cellctl run holds the lock on {path}: {holder}; let it finish, or stop that pid")]
     Locked { path: String, holder: String },
 }
 

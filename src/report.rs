@@ -143,14 +143,12 @@ impl Report {
         self
     }
 
-    /// Print the document (JSON on stdout) or the human summary (stderr).
+    /// Print the document (JSON on stdout with `json`) and the human summary (stderr).
     pub fn emit(&self, json: bool) {
-        if json {
-            if !REPORT_PRINTED.swap(true, Ordering::SeqCst) {
-                println!("{}", serde_json::to_string(self).expect("report serializes"));
-            }
-            return;
+        if json && !REPORT_PRINTED.swap(true, Ordering::SeqCst) {
+            println!("{}", serde_json::to_string(self).expect("report serializes"));
         }
+        // The human summary goes to stderr in both modes: an operator watching a --json run sees it too.
         if let Some(e) = &self.error {
             eprintln!("cellctl: {} {}: {}", self.command, self.outcome, e.message);
         } else if self.command != "status" {

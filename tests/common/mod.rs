@@ -1,0 +1,263 @@
+//! Test harness: a simulated cell (cellsim) in a temp dir and the real `cellctl` binary.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PASSWORD: &str = "Sim-Secret-4711";
+
+pub fn cellctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cellctl"))
+}
+
+/// cellsim is another workspace member: `cargo test --workspace` builds it beside cellctl.
+pub fn cellsim_bin() -> PathBuf {
+    let p = cellctl_bin().parent().unwrap().join("cellsim");
+    assert!(
+        p.exists(),
+        "{} not built: run the tests with `cargo test --workspace` (README)",
+        p.display()
+    );
+    p
+}
+
+pub struct Cell {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub pwfile: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Cell {
+    /// A running cell; `extra` are `cellsim create` options.
+    pub fn new(extra: &[&str]) -> Cell {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vcd");
+        let out = Command::new(cellsim_bin())
+            .arg("create")
+            .arg(&dir)
+            .args(["--password", PASSWORD])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cellsim create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pwfile = tmp.path().join("vcd-password");
+        std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = tmp.path().join("config.toml");
+        std::fs::write(&config, "").unwrap();
+        let state = tmp.path().join("state");
+        Cell {
+            dir,
+            state,
+            pwfile,
+            config,
+            tmp,
+        }
+    }
+
+    pub fn sim(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(cellsim_bin());
+        // Subcommand first, then the cell dir, then the rest (`jobs add DIR ...`).
+        let (head, tail) = if args.first() == Some(&"jobs") {
+            args.split_at(2)
+        } else {
+            args.split_at(1)
+        };
+        c.args(head).arg(&self.dir).args(tail);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "cellsim {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn show(&self) -> Value {
+        let out = self.sim(&["show", "--json"]);
+        serde_json::from_slice(&out.stdout).expect("cellsim show --json is JSON")
+    }
+
+    pub fn invocations(&self) -> Vec<Value> {
+        let out = self.sim(&["invocations", "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Array(v)) => v,
+            _ => text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        }
+    }
+
+    /// Invocations whose argv contains all of `words`.
+    pub fn calls_with(&self, words: &[&str]) -> usize {
+        self.invocations()
+            .iter()
+            .filter(|i| {
+                let argv: Vec<String> = i["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap_or("").to_string())
+                    .collect();
+                words.iter().all(|w| argv.iter().any(|a| a == w))
+            })
+            .count()
+    }
+
+    /// A `cellctl` command wired to this cell, isolated from the host's config and environment.
+    pub fn cellctl(&self) -> Command {
+        let mut c = Command::new(cellctl_bin());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CELLCTL_") || k == "CREDENTIALS_DIRECTORY" || k == "JOURNAL_STREAM" {
+                c.env_remove(k);
+            }
+        }
+        c.arg("--vcd-home")
+            .arg(&self.dir)
+            .arg("--systemctl")
+            .arg(self.dir.join("bin/systemctl"))
+            .arg("--password-file")
+            .arg(&self.pwfile)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.cellctl().args(args).output().unwrap();
+        Run::from(out)
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cellctl()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn current(&self) -> Option<Value> {
+        let p = self.state.join("current.json");
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// Wait until the recorded run is in the given phase (e.g. "waiting").
+    pub fn wait_phase(&self, phase: &str) {
+        wait_for(&format!("recorded phase {phase}"), || {
+            self.current().is_some_and(|c| {
+                let p = &c["phase"];
+                p.as_str() == Some(phase) || p.get(phase).is_some()
+            })
+        });
+    }
+
+    /// Every file under the state dir, concatenated (for leak checks).
+    pub fn state_files_text(&self) -> String {
+        let mut s = String::new();
+        visit(&self.state, &mut |p| {
+            s.push_str(&String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()))
+        });
+        s
+    }
+
+    /// The secret must be in no argv and no environment of any tool call.
+    pub fn assert_no_leak_to_tools(&self) {
+        let inv = self.invocations();
+        assert!(!inv.is_empty(), "no invocations recorded");
+        for i in &inv {
+            assert_eq!(i["password_in_argv"], Value::Bool(false), "password in argv: {i}");
+            assert_eq!(i["password_in_env"], Value::Bool(false), "password in environment: {i}");
+        }
+    }
+}
+
+fn visit(p: &Path, f: &mut dyn FnMut(&Path)) {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            visit(&e.path(), f);
+        }
+    } else if p.is_file() {
+        f(p);
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        Run {
+            code: o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// stdout must hold exactly one JSON document.
+    pub fn json(&self) -> Value {
+        let mut it = serde_json::Deserializer::from_str(&self.stdout).into_iter::<Value>();
+        let doc = it
+            .next()
+            .unwrap_or_else(|| panic!("no JSON on stdout; stderr: {}", self.stderr))
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.stdout));
+        assert!(it.next().is_none(), "more than one JSON document: {}", self.stdout);
+        doc
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code; stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn assert_no_secret(&self) -> &Self {
+        assert!(!self.stdout.contains(PASSWORD), "password on stdout");
+        assert!(!self.stderr.contains(PASSWORD), "password on stderr");
+        self
+    }
+}
+
+pub fn wait_child(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// Poll a condition; generous limit because CI machines are slow, never a bare sleep.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
