@@ -1,6 +1,8 @@
 //! cellsim: a simulated VMware Cloud Director cell. See README.md for the contract.
 
+mod install;
 mod model;
+mod serve;
 mod store;
 mod tools;
 mod tty;
@@ -46,8 +48,8 @@ enum Cmd {
     Set {
         dir: PathBuf,
         /// latency, quiesce_delay, arrival_every (`none` stops arrivals), job_duration,
-        /// startup_delay, watchdog_restart (`none`), password, user, prompt, version,
-        /// service_name, maintenance_line, hang_ignores_term
+        /// startup_delay, watchdog_restart (`none`), password, user, prompt, version (installed),
+        /// service_name, maintenance_line, hang_ignores_term; and db_version (the database's)
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
@@ -70,6 +72,38 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell; prints its path
+    Package(PackageArgs),
+    /// Serve the cell's health endpoint (GET|HEAD /cloud/server_status) on loopback until
+    /// SIGTERM/SIGINT or until DIR is deleted; writes DIR/sim/serve.json
+    Serve {
+        dir: PathBuf,
+        /// Address to listen on; loopback only (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Args)]
+struct PackageArgs {
+    /// The simulated cell the package installs into
+    #[arg(long, value_name = "DIR")]
+    cell: PathBuf,
+    /// The version it installs (goes into the file name)
+    #[arg(long, value_name = "V")]
+    version: String,
+    /// Directory for OUT_DIR/vmware-vcloud-director-distribution-V-BUILD.bin (made if missing)
+    out_dir: PathBuf,
+    /// ok: installs V; fail: fails part-way; hang: hangs after the first prompt;
+    /// nochange: claims success, installs nothing
+    #[arg(long, default_value = "ok", value_parser = install::Kind::NAMES.to_vec())]
+    kind: String,
+    /// Build number [default: a stable eight-digit number derived from V]
+    #[arg(long, value_name = "NNNNNNN")]
+    build: Option<String>,
+    /// How long the "installation" takes
+    #[arg(long, default_value = "1s", value_name = "DUR")]
+    install_time: String,
 }
 
 #[derive(Args)]
@@ -109,7 +143,7 @@ struct CreateArgs {
     /// `--status` prints only `Job count` and `Is Active` (as vCD 5.1 did)
     #[arg(long)]
     no_maintenance_line: bool,
-    /// Product version of the cell [default: 10.6.1]
+    /// Installed product version of the cell (also the database's) [default: 10.6.1]
     #[arg(long, value_name = "V")]
     version: Option<String>,
     /// Name of the service unit [default: vmware-vcd]
@@ -217,6 +251,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 let (key, value) = pair
                     .split_once('=')
                     .ok_or_else(|| format!("expected KEY=VALUE, got `{pair}`"))?;
+                // Not a knob but state: what a database upgrade would record.
+                if matches!(key.trim(), "db_version" | "db-version") {
+                    s.db_version = Some(value.to_string());
+                    continue;
+                }
                 s.set_knob(now, key.trim(), value)?;
             }
             // A shortened delay may already be due.
@@ -248,6 +287,21 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::Invocations { dir, json } => invocations(&dir, json),
+        Cmd::Package(args) => {
+            let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
+            let path = install::write_package(
+                &exe,
+                &args.cell,
+                &args.out_dir,
+                &args.version,
+                install::Kind::parse(&args.kind).expect("clap checked"),
+                args.build,
+                model::parse_duration(&args.install_time)?,
+            )?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Serve { dir, listen } => serve::serve(&dir, listen),
     }
 }
 
@@ -311,6 +365,10 @@ fn create(args: CreateArgs) -> Result<()> {
         fs::write(&path, script).map_err(io_err(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
     }
+    // Not a model of the cell, so a plain script rather than a wrapper into cellsim.
+    let path = cell.bin().join("systemd-run");
+    fs::write(&path, include_str!("systemd-run.sh")).map_err(io_err(&path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
     println!("Created a simulated cell in {}", root.display());
     println!("  tools: {}", cell.bin().display());
     Ok(())
@@ -352,6 +410,9 @@ struct ShowView<'a> {
     quiesced_at: Option<String>,
     in_maintenance: bool,
     version: &'a str,
+    db_version: Option<&'a str>,
+    /// Whether the health endpoint answers `Service is up.`
+    healthy: bool,
     jobs: Vec<JobView<'a>>,
     completed_count: u64,
     arrived_count: u64,
@@ -375,6 +436,8 @@ fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
         quiesced_at: s.quiesced_at_ms.map(rfc3339_ms),
         in_maintenance: s.in_maintenance,
         version: &s.knobs.version,
+        db_version: s.db_version.as_deref(),
+        healthy: s.is_healthy(),
         jobs: s
             .jobs
             .iter()
@@ -429,6 +492,15 @@ fn show(dir: &Path, json: bool) -> Result<()> {
     println!("  Job count = {}", view.job_count);
     println!("  Is Active = {}", view.is_active);
     println!("  In Maintenance Mode = {}", view.in_maintenance);
+    println!(
+        "  health:      {}",
+        if view.healthy {
+            "Service is up."
+        } else {
+            "Service Unavailable"
+        }
+    );
+    println!("  database:    version {}", view.db_version.unwrap_or("unknown"));
     println!(
         "  quiesced:    {}",
         match &view.quiesced_at {
@@ -506,6 +578,9 @@ fn invocations(dir: &Path, json: bool) -> Result<()> {
             source,
         })?;
         let mut flags = String::new();
+        if r.stdin_tty {
+            flags += " stdin=tty";
+        }
         if r.password_in_argv {
             flags += " PASSWORD-IN-ARGV";
         }

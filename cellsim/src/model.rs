@@ -192,6 +192,27 @@ pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
     Ok(d)
 }
 
+/// Orders version strings such as `10.5.1`, `10.6.0.1` or `10.6.1-24300000`: numeric parts
+/// compare as numbers, other parts as text, and a longer version with an equal prefix is newer.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(v: &str) -> Vec<&str> {
+        v.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+    let (a, b) = (parts(a), parts(b));
+    for (x, y) in a.iter().zip(&b) {
+        let order = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 pub fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
@@ -347,10 +368,15 @@ pub struct State {
     pub watchdog_restarts: u64,
     pub faults: Vec<Fault>,
     pub last_advanced_ms: u64,
+    /// Version of the schema in the (simulated) shared database: set to the installed version
+    /// by `create` and by a successful `bin/upgrade`. None in states written before it existed.
+    #[serde(default)]
+    pub db_version: Option<String>,
 }
 
 impl State {
     pub fn new(knobs: Knobs, running: bool, now: u64) -> State {
+        let db_version = Some(knobs.version.clone());
         State {
             schema: SCHEMA,
             knobs,
@@ -372,7 +398,14 @@ impl State {
             watchdog_restarts: 0,
             faults: Vec::new(),
             last_advanced_ms: now,
+            db_version,
         }
+    }
+
+    /// What the health endpoint reports: the service runs, the cell is up (not starting) and the
+    /// maintenance message is off. Quiesce does not matter: a quiesced cell still serves.
+    pub fn is_healthy(&self) -> bool {
+        self.service_running && self.cell == Phase::Up && !self.in_maintenance
     }
 
     /// What `Is Active` would say: only an up cell is active.
@@ -703,6 +736,35 @@ mod tests {
         s.advance(1_000_000 + 50_000);
         assert_eq!(s.arrived_count, 50_000);
         assert!(s.jobs.len() as u64 <= ARRIVAL_CAP);
+    }
+
+    #[test]
+    fn versions_compare_part_by_part() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("10.5.1", "10.6.0"), Less);
+        assert_eq!(compare_versions("10.10.0", "10.9.9"), Greater);
+        assert_eq!(compare_versions("10.6.1", "10.6.1"), Equal);
+        assert_eq!(compare_versions("10.6.1.24300000", "10.6.1"), Greater);
+        assert_eq!(compare_versions("10.6.1-2", "10.6.1-10"), Less);
+    }
+
+    #[test]
+    fn health_needs_an_up_cell_out_of_maintenance() {
+        let mut s = cell(Knobs {
+            startup_delay: Duration::from_millis(100),
+            ..Knobs::default()
+        });
+        assert!(s.is_healthy());
+        s.set_quiesce(1_000_000, true);
+        assert!(s.is_healthy());
+        s.set_maintenance(1_000_000, true);
+        assert!(!s.is_healthy());
+        s.service_stop(1_000_000);
+        assert!(!s.is_healthy());
+        s.service_start(1_000_000);
+        assert!(!s.is_healthy());
+        s.advance(1_000_100);
+        assert!(s.is_healthy());
     }
 
     #[test]

@@ -1,24 +1,37 @@
 //! The fake vendor tools the wrapper scripts in DIR/bin exec: `cell-management-tool`,
-//! `vmware-vcd-cell` and a `systemctl` stand-in. Every call is logged to invocations.jsonl.
+//! `vmware-vcd-cell`, a `systemctl` stand-in, `vcd-version` and the database `upgrade` tool; and
+//! the fake installers made by `cellsim package` (see `install.rs`). Every call is logged to
+//! invocations.jsonl.
 
+use crate::install;
 use crate::model::{FaultKind, Knobs, Op, Phase, State, now_ms, rfc3339_ms, rfc3339_s};
 use crate::store::CellDir;
 use crate::tty;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
-pub const TOOLS: &[&str] = &["cell-management-tool", "vmware-vcd-cell", "systemctl"];
+/// The tools `create` makes a DIR/bin wrapper for.
+pub const TOOLS: &[&str] = &[
+    "cell-management-tool",
+    "vmware-vcd-cell",
+    "systemctl",
+    "vcd-version",
+    "upgrade",
+];
+
+/// The tool name the package scripts use (no wrapper in DIR/bin).
+pub const INSTALLER: &str = "installer";
 
 pub const NO_CONSOLE: &str = "Error: no console available to read the password; use -p";
 pub const LOGIN_FAILED: &str = "Login failed: invalid username or password";
 pub const CONNECT_REFUSED: &str = "Error: could not connect to the cell at localhost:8999 (Connection refused)";
 
 /// Exit status for the simulator's own failures (EX_SOFTWARE), distinct from the tools' 1.
-const INTERNAL_ERROR: i32 = 70;
+pub const INTERNAL_ERROR: i32 = 70;
 
 const USAGE: &str = "\
 usage: cell-management-tool cell [options]
@@ -61,18 +74,22 @@ pub struct Record {
     pub password_in_argv: bool,
     pub password_in_env: bool,
     pub had_tty: bool,
+    /// Whether standard input was a terminal (records written before this field: false).
+    #[serde(default)]
+    pub stdin_tty: bool,
     /// None: the call hung (the record is written before hanging).
     pub exit_code: Option<i32>,
     pub pid: u32,
 }
 
-struct Invocation {
-    cell: CellDir,
-    tool: String,
-    args: Vec<String>,
-    at_ms: u64,
-    tty: Option<File>,
-    knobs: Knobs,
+pub struct Invocation {
+    pub cell: CellDir,
+    pub tool: String,
+    /// The arguments as recorded (for an installer: the user's, not the package's settings).
+    pub args: Vec<String>,
+    pub at_ms: u64,
+    pub tty: Option<File>,
+    pub knobs: Knobs,
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -80,7 +97,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 impl Invocation {
-    fn record(&self, exit_code: Option<i32>) {
+    pub fn record(&self, exit_code: Option<i32>) {
         let password = self.knobs.password.as_str();
         let record = Record {
             at: rfc3339_ms(self.at_ms),
@@ -102,6 +119,7 @@ impl Invocation {
                     || contains(v.as_encoded_bytes(), password.as_bytes())
             }),
             had_tty: self.tty.is_some(),
+            stdin_tty: std::io::stdin().is_terminal(),
             exit_code,
             pid: std::process::id(),
         };
@@ -134,10 +152,25 @@ pub fn run(dir: &Path, tool: &str, args: Vec<OsString>) -> i32 {
             return INTERNAL_ERROR;
         }
     };
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    // A package script passes its settings, then `--`, then the user's arguments.
+    let mut package = Vec::new();
+    if tool == INSTALLER {
+        match args.iter().position(|a| a == "--") {
+            Some(end) => {
+                package = args.drain(..=end).collect();
+                package.pop();
+            }
+            None => {
+                eprintln!("cellsim: installer: expected package settings, then `--`");
+                return INTERNAL_ERROR;
+            }
+        }
+    }
     let mut inv = Invocation {
         cell,
         tool: tool.to_string(),
-        args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        args,
         at_ms,
         tty,
         knobs,
@@ -146,8 +179,14 @@ pub fn run(dir: &Path, tool: &str, args: Vec<OsString>) -> i32 {
         "cell-management-tool" => cell_management_tool(&mut inv),
         "vmware-vcd-cell" => vmware_vcd_cell(&inv),
         "systemctl" => systemctl(&inv),
+        "vcd-version" => install::vcd_version(&inv),
+        "upgrade" => install::db_upgrade(&inv),
+        INSTALLER => install::installer(&inv, &package),
         other => {
-            eprintln!("cellsim: unknown tool `{other}` (known: {})", TOOLS.join(", "));
+            eprintln!(
+                "cellsim: unknown tool `{other}` (known: {}, {INSTALLER})",
+                TOOLS.join(", ")
+            );
             INTERNAL_ERROR
         }
     };
@@ -352,17 +391,7 @@ fn cell_management_tool(inv: &mut Invocation) -> i32 {
             eprintln!("cellsim: {e}");
             INTERNAL_ERROR
         }
-        Ok(Outcome::Hang) => {
-            // Ignore SIGTERM before the record is written: a caller that sees the record
-            // and sends SIGTERM must find it ignored.
-            if inv.knobs.hang_ignores_term {
-                ignore_sigterm();
-            }
-            inv.record(None);
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
+        Ok(Outcome::Hang) => hang(inv),
         Ok(Outcome::Crash) => {
             eprint!("{STACK_TRACE}");
             1
@@ -402,6 +431,20 @@ fn status_text(s: &State, verbose: bool) -> String {
         }
     }
     out
+}
+
+/// Never returns: writes the record (exit code null) and sleeps until killed.
+pub fn hang(inv: &Invocation) -> ! {
+    // Ignore SIGTERM before the record is written: a caller that sees the record
+    // and sends SIGTERM must find it ignored.
+    if inv.knobs.hang_ignores_term {
+        ignore_sigterm();
+    }
+    let _ = std::io::stdout().flush();
+    inv.record(None);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn ignore_sigterm() {

@@ -149,6 +149,7 @@ fn password_prompt_on_the_controlling_terminal_with_echo_off() {
     );
     let rec = cell.last_invocation();
     assert_eq!(rec["had_tty"], true);
+    assert_eq!(rec["stdin_tty"], true);
     assert_eq!(rec["password_in_argv"], false);
     assert_eq!(rec["password_in_env"], false);
     assert_eq!(rec["exit_code"], 0);
@@ -563,6 +564,7 @@ fn invocation_records_show_where_the_password_went() {
     assert_eq!(rec["password_in_argv"], true);
     assert_eq!(rec["password_in_env"], false);
     assert_eq!(rec["had_tty"], false);
+    assert_eq!(rec["stdin_tty"], false);
     assert_eq!(rec["exit_code"], 0);
     humantime::parse_rfc3339(rec["at"].as_str().unwrap()).unwrap();
     let raw = std::fs::read_to_string(cell.dir.join("sim/invocations.jsonl")).unwrap();

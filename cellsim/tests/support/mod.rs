@@ -258,3 +258,119 @@ pub fn run_on_pty(mut cmd: Command, prompt: &str, answer: &str) -> PtyRun {
         status,
     }
 }
+
+/// Runs to completion with `input` on stdin (a pipe). Detach `cmd` from the terminal first
+/// ([`detach`]; [`Cell::command`] does).
+pub fn run_input(mut cmd: Command, input: &[u8]) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // The tool may exit without reading everything: a broken pipe is fine.
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            panic!("{cmd:?} did not finish within {LIMIT:?}");
+        }
+    };
+    writer.join().unwrap();
+    out
+}
+
+impl Cell {
+    /// `cellsim package --cell DIR --version V OUT ARGS...`; the package's path.
+    pub fn package(&self, version: &str, args: &[&str]) -> PathBuf {
+        let out_dir = self.dir.parent().unwrap().join("packages");
+        let mut cmd = Command::new(SIM);
+        cmd.arg("package")
+            .arg("--cell")
+            .arg(&self.dir)
+            .args(["--version", version])
+            .arg(&out_dir)
+            .args(args);
+        let out = run(cmd);
+        assert!(out.status.success(), "package failed: {}", text(&out.stderr));
+        PathBuf::from(text(&out.stdout).trim())
+    }
+
+    /// Starts `cellsim serve DIR` and waits for its serve.json.
+    pub fn serve(&self) -> Server {
+        let mut cmd = Command::new(SIM);
+        cmd.arg("serve")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = KillOnDrop(cmd.spawn().expect("spawn serve"));
+        let path = self.dir.join("sim/serve.json");
+        let info: Value = wait_until("serve.json", || {
+            assert!(child.running(), "cellsim serve exited");
+            let text = std::fs::read_to_string(&path).ok()?;
+            let info: Value = serde_json::from_str(&text).expect("serve.json is whole JSON");
+            (info["pid"] == child.0.id()).then_some(info)
+        });
+        let url = info["http"].as_str().unwrap();
+        let addr = url.strip_prefix("http://").expect("an http URL").parse().unwrap();
+        Server { child, addr }
+    }
+
+    pub fn http_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("sim/http.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub struct Server {
+    pub child: KillOnDrop,
+    pub addr: std::net::SocketAddr,
+}
+
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Server {
+    /// One request with `extra` header lines; reads the whole answer (the server closes).
+    pub fn request(&self, method: &str, path: &str, extra: &[&str]) -> HttpReply {
+        let mut stream = std::net::TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for line in extra {
+            req += &format!("{line}\r\n");
+        }
+        req += "\r\n";
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        HttpReply {
+            status,
+            head: head.to_string(),
+            body: body.to_string(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let r = self.request("GET", path, &[]);
+        (r.status, r.body)
+    }
+
+    pub fn health(&self) -> (u16, String) {
+        self.get("/cloud/server_status")
+    }
+}
