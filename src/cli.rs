@@ -60,6 +60,18 @@ pub struct GlobalArgs {
     /// Print exactly one JSON document on stdout
     #[arg(long, global = true, env = "CELLCTL_JSON")]
     pub json: bool,
+    /// systemd-run, for installers in transient units [default: systemd-run]
+    #[arg(long, global = true, env = "CELLCTL_SYSTEMD_RUN", value_name = "PATH")]
+    pub systemd_run: Option<PathBuf>,
+    /// Command printing the installed VCD version [default: rpm -q ... vmware-vcloud-director-distribution]
+    #[arg(long, global = true, env = "CELLCTL_VERSION_COMMAND", value_name = "CMD")]
+    pub version_command: Option<String>,
+    /// The cell's health URL [default: https://<hostname>/cloud/server_status]
+    #[arg(long, global = true, env = "CELLCTL_HEALTH_URL", value_name = "URL")]
+    pub health_url: Option<String>,
+    /// CA certificate (PEM) for the health URL, beside the system trust store
+    #[arg(long, global = true, env = "CELLCTL_HEALTH_CA_FILE", value_name = "FILE")]
+    pub health_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +82,26 @@ pub enum Command {
     Drain(DrainArgs),
     /// Undo what a recorded (interrupted or --no-shutdown) run changed on a running cell
     Resume,
+    /// Install a package on a stopped cell, in a transient systemd unit
+    Install(InstallArgs),
+    /// Start the cell's service and wait until its health endpoint answers "Service is up."
+    Start(StartArgs),
+    /// Verify the package, drain, install, [upgrade the database], start and health-check
+    Upgrade(UpgradeArgs),
+    /// Run a program, logging its output and result (used inside the transient install unit)
+    #[command(hide = true)]
+    RunLogged {
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        status: PathBuf,
+        #[arg(long)]
+        pid_file: PathBuf,
+        #[arg(long = "answer")]
+        answers: Vec<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Write the man page to DIR (packaging)
     #[command(hide = true)]
     Man {
@@ -118,4 +150,53 @@ pub struct DrainArgs {
     /// Time between status polls while waiting [default: 10s]
     #[arg(long, env = "CELLCTL_POLL_INTERVAL", value_name = "DUR")]
     pub poll_interval: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PackageArgs {
+    /// Expected SHA-256 of the package [default: from PACKAGE.sha256 beside it]
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Allow installing a version that is not newer than the installed one
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// The version the package installs, when its name does not say
+    #[arg(long, value_name = "V")]
+    pub package_version: Option<String>,
+    /// Retry an install that failed or ended without a result in the recorded run
+    #[arg(long)]
+    pub retry_install: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InstallArgs {
+    /// The package: VMware .bin installer, .rpm or .deb
+    #[arg(value_name = "PACKAGE")]
+    pub package: Option<PathBuf>,
+    #[command(flatten)]
+    pub pkg: PackageArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct StartArgs {
+    /// How long the cell may take to become healthy [default: 15m]
+    #[arg(long, env = "CELLCTL_HEALTH_DEADLINE", value_name = "DUR")]
+    pub health_deadline: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpgradeArgs {
+    /// The package [default: [upgrade] package in the config, or CELLCTL_PACKAGE]
+    #[arg(value_name = "PACKAGE", env = "CELLCTL_PACKAGE")]
+    pub package: Option<PathBuf>,
+    #[command(flatten)]
+    pub pkg: PackageArgs,
+    /// Run the database upgrade (bin/upgrade --backup-completed) once, after the install:
+    /// every cell of the group must be stopped (see --allow-last-cell in the docs)
+    #[arg(long)]
+    pub db_upgrade: bool,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
+    pub start: StartArgs,
 }

@@ -37,6 +37,41 @@ pub struct FileConfig {
     pub json: Option<bool>,
     #[serde(default)]
     pub drain: DrainFile,
+    #[serde(default)]
+    pub install: InstallFile,
+    #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default)]
+    pub upgrade: UpgradeFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallFile {
+    pub systemd_run: Option<PathBuf>,
+    /// argv printing the installed VCD version on its first line.
+    pub version_command: Option<Vec<String>>,
+    /// argv installing a package (`{package}` is replaced by its path), instead of the built-in ones.
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub deadline: Option<String>,
+    pub interval: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeFile {
+    pub package: Option<PathBuf>,
+    pub sha256: Option<String>,
+    pub db_upgrade: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,7 +96,28 @@ pub struct Settings {
     pub service: String,
     pub tool_timeout: Duration,
     pub json: bool,
+    pub install: InstallSettings,
+    pub health: crate::health::Health,
+    /// How long a started cell may take to answer healthy.
+    pub health_deadline: Duration,
 }
+
+#[derive(Debug, Clone)]
+pub struct InstallSettings {
+    pub systemd_run: PathBuf,
+    pub version_command: Vec<String>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Duration,
+}
+
+/// Where VMware's installer registers the product (an RPM), as the default version source.
+pub const DEFAULT_VERSION_COMMAND: &[&str] = &[
+    "rpm",
+    "-q",
+    "--queryformat",
+    "%{VERSION}-%{RELEASE}\\n",
+    "vmware-vcloud-director-distribution",
+];
 
 #[derive(Debug, Clone)]
 pub struct DrainSettings {
@@ -166,8 +222,52 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
             .unwrap_or_else(|| "vmware-vcd".into()),
         tool_timeout,
         json: g.json || f.json.unwrap_or(false),
+        install: InstallSettings {
+            systemd_run: g
+                .systemd_run
+                .clone()
+                .or(f.install.systemd_run.clone())
+                .unwrap_or_else(|| "systemd-run".into()),
+            version_command: match &g.version_command {
+                Some(c) => c.split_whitespace().map(str::to_string).collect(),
+                None => f
+                    .install
+                    .version_command
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_VERSION_COMMAND.iter().map(|s| s.to_string()).collect()),
+            },
+            command: f.install.command.clone(),
+            timeout: dur(&path, "install.timeout", &f.install.timeout)?.unwrap_or(Duration::from_secs(2 * 3600)),
+        },
+        health: crate::health::Health {
+            url: g
+                .health_url
+                .clone()
+                .or(f.health.url.clone())
+                .unwrap_or_else(default_health_url),
+            ca_file: g.health_ca_file.clone().or(f.health.ca_file.clone()),
+            request_timeout: dur(&path, "health.request_timeout", &f.health.request_timeout)?
+                .unwrap_or(Duration::from_secs(10)),
+            interval: dur(&path, "health.interval", &f.health.interval)?.unwrap_or(Duration::from_secs(5)),
+        },
+        health_deadline: dur(&path, "health.deadline", &f.health.deadline)?.unwrap_or(Duration::from_secs(15 * 60)),
     };
+    if s.install.version_command.is_empty() {
+        return Err(ConfigError::Invalid(
+            "install.version_command is empty: give the argv that prints the installed version".into(),
+        ));
+    }
+    if s.install.command.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(ConfigError::Invalid(
+            "install.command is empty: remove it or give an argv with {package}".into(),
+        ));
+    }
     Ok((s, f, path))
+}
+
+/// The cell serves its own name's certificate, so the default names this host, not localhost.
+fn default_health_url() -> String {
+    format!("https://{}/cloud/server_status", crate::report::hostname())
 }
 
 pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> Result<DrainSettings, ConfigError> {

@@ -35,7 +35,7 @@ pub fn service_of(s: &Settings) -> Service {
     }
 }
 
-fn check_executable(p: &Path) -> Result<(), Error> {
+pub(crate) fn check_executable(p: &Path) -> Result<(), Error> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
         Ok(_) => Err(Error::Precheck(format!(
@@ -49,24 +49,32 @@ fn check_executable(p: &Path) -> Result<(), Error> {
     }
 }
 
-/// Open the state dir, take the lock, read the password, build the tool: the common start of
-/// commands that may change the cell.
-fn open(s: &Settings, command: &str) -> Result<(Journal, LockGuard, CellTool), Error> {
+/// Open the state dir and take the lock: the common start of commands that may change the cell.
+pub(crate) fn open_journal(s: &Settings, command: &str) -> Result<(Journal, LockGuard), Error> {
     let journal = Journal::open(&s.state_dir)?;
     let lock = journal.lock(command)?;
-    let (password, _source) = credentials::load(s.password_file.as_deref(), s.credentials_dir.clone(), &s.user)?;
-    let tool = CellTool::new(&s.vcd_home, &s.user, password, s.tool_timeout);
-    Ok((journal, lock, tool))
+    Ok((journal, lock))
 }
 
-struct Runner {
-    journal: Journal,
-    tool: CellTool,
-    service: Service,
-    rec: RunRecord,
-    sig: SignalWatch,
+/// Read the password and build the vendor-tool driver.
+pub(crate) fn cell_tool(s: &Settings) -> Result<CellTool, Error> {
+    let (password, _source) = credentials::load(s.password_file.as_deref(), s.credentials_dir.clone(), &s.user)?;
+    Ok(CellTool::new(&s.vcd_home, &s.user, password, s.tool_timeout))
+}
+
+fn open(s: &Settings, command: &str) -> Result<(Journal, LockGuard, CellTool), Error> {
+    let (journal, lock) = open_journal(s, command)?;
+    Ok((journal, lock, cell_tool(s)?))
+}
+
+pub(crate) struct Runner {
+    pub(crate) journal: Journal,
+    pub(crate) tool: CellTool,
+    pub(crate) service: Service,
+    pub(crate) rec: RunRecord,
+    pub(crate) sig: SignalWatch,
     /// The first error, reported at the end even after a successful rollback.
-    failure: Option<Error>,
+    pub(crate) failure: Option<Error>,
     /// Rollback could not undo everything.
     rollback_error: Option<String>,
     /// A signal arrived after shutdown had begun (the step was finished regardless).
@@ -76,7 +84,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(journal: Journal, tool: CellTool, service: Service, rec: RunRecord, sig: SignalWatch) -> Self {
+    pub(crate) fn new(journal: Journal, tool: CellTool, service: Service, rec: RunRecord, sig: SignalWatch) -> Self {
         // Steps record the job count last seen, starting from what the recorded run saw.
         let last_job_count = rec.steps.iter().rev().find_map(|s| s.job_count);
         Runner {
@@ -93,12 +101,12 @@ impl Runner {
         }
     }
 
-    fn save(&self) -> Result<(), Error> {
+    pub(crate) fn save(&self) -> Result<(), Error> {
         self.journal.save(&self.rec).map_err(Error::from)
     }
 
     /// Apply an event; persist if the phase changed.
-    fn advance(&mut self, ev: Event) -> Result<(), Error> {
+    pub(crate) fn advance(&mut self, ev: Event) -> Result<(), Error> {
         let next = self.rec.phase.next(ev).map_err(|e| Error::Internal(e.to_string()))?;
         if next != self.rec.phase {
             tracing::debug!(from = ?self.rec.phase, to = ?next, "phase");
@@ -109,7 +117,7 @@ impl Runner {
     }
 
     /// Record a step as started (durably) before it is taken.
-    fn begin(&mut self, step: Step) -> Result<usize, Error> {
+    pub(crate) fn begin(&mut self, step: Step) -> Result<usize, Error> {
         self.rec.steps.push(StepRecord {
             step,
             status: StepStatus::Started,
@@ -126,7 +134,7 @@ impl Runner {
         Ok(self.rec.steps.len() - 1)
     }
 
-    fn end(&mut self, idx: usize, status: StepStatus, detail: Option<String>) -> Result<(), Error> {
+    pub(crate) fn end(&mut self, idx: usize, status: StepStatus, detail: Option<String>) -> Result<(), Error> {
         let st = &mut self.rec.steps[idx];
         st.status = status;
         st.ended_at = Some(now_rfc3339());
@@ -145,7 +153,7 @@ impl Runner {
         self.end(idx, StepStatus::Skipped, Some(why.into()))
     }
 
-    fn step_done(&self, step: Step) -> bool {
+    pub(crate) fn step_done(&self, step: Step) -> bool {
         matches!(
             self.rec.last(step).map(|s| s.status),
             Some(StepStatus::Done | StepStatus::Skipped)
@@ -383,7 +391,7 @@ impl Runner {
     }
 
     /// Drive the recorded run from its phase to an end (or to a failure that keeps its phase).
-    async fn run(&mut self, d: &DrainSettings) {
+    pub(crate) async fn run(&mut self, d: &DrainSettings) {
         loop {
             // A signal that arrived during a step (not while waiting) is acted on here.
             if let Some(_s) = self.sig.pending()
@@ -443,7 +451,7 @@ impl Runner {
     }
 
     /// Close the record and turn it into the final result.
-    fn conclude(mut self, report: &mut Report) -> Result<(), Error> {
+    pub(crate) fn conclude(mut self, report: &mut Report) -> Result<(), Error> {
         let outcome = match self.rec.phase {
             Phase::Done { outcome } => Some(outcome),
             _ => None,
@@ -520,7 +528,7 @@ impl Runner {
     }
 }
 
-async fn preflight(tool: &CellTool, service: &Service) -> Result<(Option<CellStatus>, ServiceState), Error> {
+pub(crate) async fn preflight(tool: &CellTool, service: &Service) -> Result<(Option<CellStatus>, ServiceState), Error> {
     check_executable(&tool.cmt)?;
     check_executable(&tool.vcd_cell)?;
     let svc = service.state().await.map_err(|e| Error::Precheck(e.to_string()))?;
@@ -614,6 +622,7 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
                 }],
                 outcome: None,
                 ended_at: None,
+                upgrade: None,
             }
         }
     };
@@ -660,6 +669,14 @@ async fn resume_inner(s: &Settings, sig: SignalWatch, report: &mut Report) -> Re
         report.outcome = "nothing_to_do".into();
         return Ok(());
     };
+    if let Some(up) = &rec.upgrade
+        && up.stage != crate::journal::Stage::Drain
+    {
+        return Err(Error::Conflict(format!(
+            "run {} is past its drain (stage {:?}): the cell is being upgraded; `cellctl {}` continues it",
+            rec.run_id, up.stage, rec.command
+        )));
+    }
     let service = service_of(s);
     let svc = service.state().await.map_err(|e| Error::Precheck(e.to_string()))?;
     if svc != ServiceState::Running {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::credentials::CredentialError;
+use crate::health::HealthError;
+use crate::install::InstallError;
 use crate::journal::JournalError;
+use crate::package::PackageError;
 use crate::service::ServiceError;
 use crate::vendor::ToolError;
 
@@ -25,6 +28,10 @@ pub mod code {
     pub const DEADLINE: i32 = 10;
     pub const ROLLBACK_INCOMPLETE: i32 = 11;
     pub const CONFLICT: i32 = 12;
+    pub const PACKAGE: i32 = 20;
+    pub const INSTALL: i32 = 21;
+    pub const UNHEALTHY: i32 = 22;
+    pub const DB_UPGRADE: i32 = 23;
     pub const SIGHUP: i32 = 129;
     pub const SIGINT: i32 = 130;
     pub const SIGTERM: i32 = 143;
@@ -131,6 +138,14 @@ pub enum Error {
         name: &'static str,
         shutdown_done: bool,
     },
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error("database upgrade: {0}")]
+    DbUpgrade(InstallError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -153,6 +168,11 @@ impl Error {
             Error::RollbackIncomplete(_) => code::ROLLBACK_INCOMPLETE,
             Error::Conflict(_) => code::CONFLICT,
             Error::Interrupted { signal, .. } => 128 + signal,
+            Error::Package(_) => code::PACKAGE,
+            Error::Install(_) => code::INSTALL,
+            Error::DbUpgrade(_) => code::DB_UPGRADE,
+            Error::Health(HealthError::Setup(_)) => code::CONFIG,
+            Error::Health(_) => code::UNHEALTHY,
             Error::Internal(_) => code::INTERNAL,
         }
     }

@@ -76,6 +76,11 @@ pub enum Step {
     StopService,
     UndoQuiesce,
     UndoMaintenance,
+    Install,
+    DbUpgrade,
+    StartService,
+    Health,
+    MaintenanceOff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +152,51 @@ pub struct RunRecord {
     pub outcome: Option<String>,
     #[serde(default)]
     pub ended_at: Option<String>,
+    /// For `install` and `upgrade` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeRecord>,
+}
+
+/// Where an upgrade is, after the drain (whose progress is `RunRecord::phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Drain,
+    Install,
+    DbUpgrade,
+    Start,
+    Done,
+}
+
+impl Stage {
+    /// The checked order of stages; anything else is refused.
+    pub fn next(self, db_upgrade: bool, start: bool) -> Option<Stage> {
+        match self {
+            Stage::Drain => Some(Stage::Install),
+            Stage::Install if db_upgrade => Some(Stage::DbUpgrade),
+            Stage::Install | Stage::DbUpgrade if start => Some(Stage::Start),
+            Stage::Install | Stage::DbUpgrade | Stage::Start => Some(Stage::Done),
+            Stage::Done => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeRecord {
+    pub package: crate::package::Package,
+    pub stage: Stage,
+    pub db_upgrade: bool,
+    /// false for `cellctl install` (no start afterwards).
+    pub start: bool,
+    pub allow_downgrade: bool,
+    pub version_before: Option<String>,
+    #[serde(default)]
+    pub version_after: Option<String>,
+    /// The transient unit of the install (and of the database upgrade).
+    pub install_unit: String,
+    pub db_unit: String,
+    #[serde(default)]
+    pub installer_tail: Option<String>,
 }
 
 impl RunRecord {
@@ -366,6 +416,7 @@ mod tests {
             steps: vec![],
             outcome: None,
             ended_at: None,
+            upgrade: None,
         }
     }
 

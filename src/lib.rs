@@ -8,12 +8,16 @@ pub mod credentials;
 pub mod drain;
 pub mod error;
 pub mod exec;
+pub mod health;
+pub mod install;
 pub mod journal;
+pub mod package;
 pub mod procedure;
 pub mod progress;
 pub mod report;
 pub mod service;
 pub mod signals;
+pub mod upgrade;
 pub mod vendor;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -71,6 +75,10 @@ pub fn run() -> i32 {
         Command::Status => "status",
         Command::Drain(_) => "drain",
         Command::Resume => "resume",
+        Command::Install(_) => "install",
+        Command::Start(_) => "start",
+        Command::Upgrade(_) => "upgrade",
+        Command::RunLogged { .. } => return run_logged(cli.command),
         Command::Man { .. } => "man",
         Command::Completions { .. } => "completions",
     };
@@ -130,11 +138,93 @@ fn dispatch(cli: Cli) -> Dispatched {
                     };
                     rt.block_on(drain::resume(&settings, sig))
                 }
-                Command::Man { .. } | Command::Completions { .. } => unreachable!("handled above"),
+                Command::Install(a) => {
+                    let o = upgrade::UpgradeOptions {
+                        command: "install",
+                        package: a.package.or(file.upgrade.package.clone()),
+                        pkg: cli::PackageArgs {
+                            sha256: a.pkg.sha256.clone().or(file.upgrade.sha256.clone()),
+                            ..a.pkg
+                        },
+                        db_upgrade: false,
+                        drain: None,
+                        start: false,
+                        health_deadline: settings.health_deadline,
+                    };
+                    let sig = match signals::install(json, settings.state_dir.display().to_string()) {
+                        Ok(s) => s,
+                        Err(e) => return (None, Err(Error::Internal(format!("cannot handle signals: {e}")))),
+                    };
+                    rt.block_on(upgrade::upgrade(&settings, &o, sig))
+                }
+                Command::Start(a) => {
+                    let deadline = a.health_deadline.map(Into::into).unwrap_or(settings.health_deadline);
+                    let sig = match signals::install(json, settings.state_dir.display().to_string()) {
+                        Ok(s) => s,
+                        Err(e) => return (None, Err(Error::Internal(format!("cannot handle signals: {e}")))),
+                    };
+                    rt.block_on(upgrade::start(&settings, deadline, sig))
+                }
+                Command::Upgrade(a) => {
+                    if a.drain.no_shutdown {
+                        return (
+                            None,
+                            Err(Error::Usage(
+                                "upgrade needs the cell shut down: --no-shutdown does not apply".into(),
+                            )),
+                        );
+                    }
+                    let mut d = match config::resolve_drain(&a.drain, &file, &path) {
+                        Ok(d) => d,
+                        Err(e) => return (None, Err(e.into())),
+                    };
+                    d.shutdown = true;
+                    let o = upgrade::UpgradeOptions {
+                        command: "upgrade",
+                        package: a.package.or(file.upgrade.package.clone()),
+                        pkg: cli::PackageArgs {
+                            sha256: a.pkg.sha256.clone().or(file.upgrade.sha256.clone()),
+                            ..a.pkg
+                        },
+                        db_upgrade: a.db_upgrade || file.upgrade.db_upgrade.unwrap_or(false),
+                        drain: Some(d),
+                        start: true,
+                        health_deadline: a
+                            .start
+                            .health_deadline
+                            .map(Into::into)
+                            .unwrap_or(settings.health_deadline),
+                    };
+                    let sig = match signals::install(json, settings.state_dir.display().to_string()) {
+                        Ok(s) => s,
+                        Err(e) => return (None, Err(Error::Internal(format!("cannot handle signals: {e}")))),
+                    };
+                    rt.block_on(upgrade::upgrade(&settings, &o, sig))
+                }
+                Command::Man { .. } | Command::Completions { .. } | Command::RunLogged { .. } => {
+                    unreachable!("handled above")
+                }
             };
             (Some((report, json)), result)
         }
     }
+}
+
+/// `cellctl run-logged`: the wrapper inside a transient unit. No config, no logging setup:
+/// it must work even if the config file is broken mid-upgrade.
+fn run_logged(cmd: Command) -> i32 {
+    let Command::RunLogged {
+        log,
+        status,
+        pid_file,
+        answers,
+        command,
+    } = cmd
+    else {
+        unreachable!()
+    };
+    let (program, args) = command.split_first().expect("clap requires the command");
+    install::run_logged(&log, &status, &pid_file, &answers, program, args)
 }
 
 fn write_man(dir: &std::path::Path) -> Result<(), Error> {

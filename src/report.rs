@@ -86,6 +86,9 @@ pub struct Report {
     pub recorded_run: Option<Option<RecordedRun>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<String>,
+    /// Package, versions before/after, installer output tail (install/upgrade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::journal::UpgradeRecord>,
     pub error: Option<ErrorDoc>,
 }
 
@@ -117,6 +120,7 @@ impl Report {
             service: None,
             recorded_run: None,
             journal: None,
+            upgrade: None,
             error: None,
         }
     }

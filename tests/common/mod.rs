@@ -261,3 +261,105 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }
+
+/// `cellsim serve` for a cell: the health endpoint, stopped on drop.
+pub struct Served {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cell {
+    pub fn serve(&self) -> Served {
+        let _ = std::fs::remove_file(self.dir.join("sim/serve.json"));
+        let child = Command::new(cellsim_bin())
+            .arg("serve")
+            .arg(&self.dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut url = String::new();
+        wait_for("cellsim serve to listen", || {
+            let Ok(t) = std::fs::read_to_string(self.dir.join("sim/serve.json")) else {
+                return false;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&t) else {
+                return false;
+            };
+            url = v["http"].as_str().unwrap_or("").to_string();
+            !url.is_empty()
+        });
+        Served { child, url }
+    }
+
+    /// A simulated installer for this cell, with its `.sha256` beside it.
+    pub fn package(&self, version: &str, kind: &str, extra: &[&str]) -> PathBuf {
+        let out_dir = self.tmp.path().join("pkgs");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = Command::new(cellsim_bin())
+            .arg("package")
+            .arg("--cell")
+            .arg(&self.dir)
+            .args(["--version", version, "--kind", kind])
+            .args(extra)
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cellsim package: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        let sum = sha256_hex(&std::fs::read(&path).unwrap());
+        std::fs::write(
+            format!("{}.sha256", path.display()),
+            format!("{sum}  {}\n", path.file_name().unwrap().to_string_lossy()),
+        )
+        .unwrap();
+        path
+    }
+
+    /// cellctl wired for install/upgrade: the sim's systemd-run stand-in and version command, the
+    /// served health URL, and fast health polling.
+    pub fn upgrade_cmd(&self, served: &Served) -> Command {
+        std::fs::write(
+            &self.config,
+            "[health]\ninterval = \"100ms\"\nrequest_timeout = \"2s\"\n[install]\ntimeout = \"60s\"\n",
+        )
+        .unwrap();
+        let mut c = self.cellctl();
+        c.arg("--systemd-run")
+            .arg(self.dir.join("bin/systemd-run"))
+            .arg("--version-command")
+            .arg(self.dir.join("bin/vcd-version"))
+            .arg("--health-url")
+            .arg(format!("{}/cloud/server_status", served.url));
+        c
+    }
+}
+
+/// SHA-256 via the system's sha256sum (keeps the test crate free of hashing code of its own).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}

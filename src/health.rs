@@ -1,0 +1,87 @@
+//! The cell's health endpoint: `GET /cloud/server_status` answering `Service is up.`
+//! (`/api/versions` answers 200 even in maintenance mode, so it is no health check).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("health check setup: {0}")]
+    Setup(String),
+    #[error("the cell did not become healthy within {}: {url} last said: {last}", humantime::format_duration(*.after))]
+    NotHealthy { url: String, after: Duration, last: String },
+}
+
+pub const UP_BODY: &str = "Service is up.";
+
+impl Health {
+    pub fn client(&self) -> Result<reqwest::Client, HealthError> {
+        let mut b = reqwest::Client::builder()
+            .timeout(self.request_timeout)
+            .connect_timeout(self.request_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| HealthError::Setup(format!("CA file {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| HealthError::Setup(format!("CA file {}: {e}", ca.display())))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build().map_err(|e| HealthError::Setup(e.to_string()))
+    }
+
+    /// One probe: Ok(()) if healthy, else what the endpoint said.
+    pub async fn probe(&self, client: &reqwest::Client) -> Result<(), String> {
+        let resp = client.get(&self.url).send().await.map_err(|e| {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            msg
+        })?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status.is_success() && body.contains(UP_BODY) {
+            Ok(())
+        } else {
+            let snippet: String = body.chars().take(80).collect();
+            Err(format!("HTTP {status}: {:?}", snippet.trim()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_endpoint_is_not_healthy() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A port nothing listens on (bound then released).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let h = Health {
+            url: format!("http://127.0.0.1:{port}/cloud/server_status"),
+            ca_file: None,
+            request_timeout: Duration::from_secs(5),
+            interval: Duration::from_millis(10),
+        };
+        let c = h.client().unwrap();
+        assert!(rt.block_on(h.probe(&c)).is_err());
+    }
+}
