@@ -85,6 +85,22 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         "a recorded run or the cell's state does not allow this command now",
     ),
     (
+        code::PACKAGE,
+        "package",
+        "package refused before anything changed: file, mode, checksum, type or version",
+    ),
+    (
+        code::INSTALL,
+        "install",
+        "the installer failed, hung, or the installed version did not change",
+    ),
+    (
+        code::UNHEALTHY,
+        "unhealthy",
+        "the cell did not answer healthy by the deadline after start",
+    ),
+    (code::DB_UPGRADE, "db-upgrade", "the database upgrade tool failed"),
+    (
         code::SIGHUP,
         "hangup",
         "SIGHUP (terminal gone); changes undone unless shutdown had begun",

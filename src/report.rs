@@ -149,10 +149,8 @@ impl Report {
 
     /// Print the document (JSON on stdout with `json`) and the human summary (stderr).
     pub fn emit(&self, json: bool) {
-        if json && !REPORT_PRINTED.swap(true, Ordering::SeqCst) {
-            println!("{}", serde_json::to_string(self).expect("report serializes"));
-        }
-        // The human summary goes to stderr in both modes: an operator watching a --json run sees it too.
+        // The human summary goes to stderr in both modes (an operator watching a --json run sees
+        // it too), before the document, so that the document is the last line of a journal.
         if let Some(e) = &self.error {
             eprintln!("cellctl: {} {}: {}", self.command, self.outcome, e.message);
         } else if self.command != "status" {
@@ -170,6 +168,9 @@ impl Report {
             for j in jobs {
                 eprintln!("  {j}");
             }
+        }
+        if json && !REPORT_PRINTED.swap(true, Ordering::SeqCst) {
+            println!("{}", serde_json::to_string(self).expect("report serializes"));
         }
     }
 
