@@ -72,6 +72,24 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) for the health URL, beside the system trust store
     #[arg(long, global = true, env = "CELLCTL_HEALTH_CA_FILE", value_name = "FILE")]
     pub health_ca_file: Option<PathBuf>,
+    /// Stream one JSON object per step change and progress tick on stdout (the report last)
+    #[arg(long, global = true, env = "CELLCTL_EVENTS")]
+    pub events: bool,
+    /// Webhook receiving the run's report (repeatable) [default: [report] urls]
+    #[arg(
+        long,
+        global = true,
+        env = "CELLCTL_REPORT_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub report_url: Vec<String>,
+    /// HMAC signing secret for the webhook (mode 0600) [default: [report] secret_file, else $CREDENTIALS_DIRECTORY/report-secret]
+    #[arg(long, global = true, env = "CELLCTL_REPORT_SECRET_FILE", value_name = "FILE")]
+    pub report_secret_file: Option<PathBuf>,
+    /// node_exporter textfile for the last run's metrics [default: [report] metrics_file]
+    #[arg(long, global = true, env = "CELLCTL_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +106,8 @@ pub enum Command {
     Start(StartArgs),
     /// Verify the package, drain, install, [upgrade the database], start and health-check
     Upgrade(UpgradeArgs),
+    /// Show a run's report (the last by default), or send what waits in the outbox
+    Report(ReportArgs),
     /// Run a program, logging its output and result (used inside the transient install unit)
     #[command(hide = true)]
     RunLogged {
@@ -199,4 +219,23 @@ pub struct UpgradeArgs {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub start: StartArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub action: Option<ReportAction>,
+    /// The run id [default: the last run]
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: Option<String>,
+    /// The last run's report
+    #[arg(long, conflicts_with = "run_id")]
+    pub last: bool,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ReportAction {
+    /// Deliver what waits in the outbox (exit 24 if something is still undelivered)
+    Flush,
 }

@@ -43,6 +43,27 @@ pub struct FileConfig {
     pub health: HealthFile,
     #[serde(default)]
     pub upgrade: UpgradeFile,
+    #[serde(default)]
+    pub report: ReportFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFile {
+    /// Webhook receivers: each gets every report (and step events with `events`).
+    pub urls: Option<Vec<String>>,
+    pub ca_file: Option<PathBuf>,
+    /// HMAC-SHA256 signing secret (mode 0600); else $CREDENTIALS_DIRECTORY/report-secret.
+    pub secret_file: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    /// Total time a run spends delivering (bounds how long reporting can hold a cell).
+    pub budget: Option<String>,
+    pub events: Option<bool>,
+    pub outbox_max: Option<usize>,
+    /// Reports kept in STATE_DIR/reports.
+    pub keep: Option<usize>,
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,7 +121,15 @@ pub struct Settings {
     pub health: crate::health::Health,
     /// How long a started cell may take to answer healthy.
     pub health_deadline: Duration,
+    pub webhook: crate::deliver::Webhook,
+    pub keep_reports: usize,
+    pub metrics_file: Option<PathBuf>,
+    /// `--events`: NDJSON on stdout.
+    pub events: bool,
 }
+
+/// The systemd credential name for the webhook signing secret.
+pub const REPORT_SECRET_CREDENTIAL: &str = "report-secret";
 
 #[derive(Debug, Clone)]
 pub struct InstallSettings {
@@ -192,7 +221,7 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
             "tool_timeout must be more than 0: every tool call needs a limit".into(),
         ));
     }
-    let s = Settings {
+    let mut s = Settings {
         vcd_home: g
             .vcd_home
             .clone()
@@ -251,7 +280,48 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
             interval: dur(&path, "health.interval", &f.health.interval)?.unwrap_or(Duration::from_secs(5)),
         },
         health_deadline: dur(&path, "health.deadline", &f.health.deadline)?.unwrap_or(Duration::from_secs(15 * 60)),
+        webhook: crate::deliver::Webhook {
+            urls: if g.report_url.is_empty() {
+                f.report.urls.clone().unwrap_or_default()
+            } else {
+                g.report_url.clone()
+            },
+            ca_file: f.report.ca_file.clone(),
+            connect_timeout: dur(&path, "report.connect_timeout", &f.report.connect_timeout)?
+                .unwrap_or(Duration::from_secs(5)),
+            timeout: dur(&path, "report.timeout", &f.report.timeout)?.unwrap_or(Duration::from_secs(10)),
+            budget: dur(&path, "report.budget", &f.report.budget)?.unwrap_or(Duration::from_secs(60)),
+            secret: None,
+            events: f.report.events.unwrap_or(false),
+            outbox_max: f.report.outbox_max.unwrap_or(500),
+        },
+        keep_reports: f.report.keep.unwrap_or(50).max(1),
+        metrics_file: g.metrics_file.clone().or(f.report.metrics_file.clone()),
+        events: g.events,
     };
+    for u in &s.webhook.urls {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            return Err(ConfigError::Invalid(format!("report url {u:?} is not an http(s) URL")));
+        }
+    }
+    if s.webhook.enabled() {
+        let secret_file = g.report_secret_file.clone().or(f.report.secret_file.clone());
+        let from_cred = s
+            .credentials_dir
+            .as_ref()
+            .map(|d| d.join(REPORT_SECRET_CREDENTIAL))
+            .filter(|p| p.exists());
+        let secret = match (secret_file, from_cred) {
+            (Some(p), _) => crate::credentials::read_secret_file(&p, true),
+            (None, Some(p)) => crate::credentials::read_secret_file(&p, false),
+            (None, None) => {
+                return Err(ConfigError::Invalid(format!(
+                    "report urls are set but there is no signing secret: set [report] secret_file (mode 0600) or LoadCredential={REPORT_SECRET_CREDENTIAL}:FILE"
+                )));
+            }
+        };
+        s.webhook.secret = Some(secret.map_err(|e| ConfigError::Invalid(format!("report signing secret: {e}")))?);
+    }
     if s.install.version_command.is_empty() {
         return Err(ConfigError::Invalid(
             "install.version_command is empty: give the argv that prints the installed version".into(),

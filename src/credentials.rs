@@ -44,15 +44,15 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("password file {path} is readable by group or others (mode {mode:o}); fix with: chmod 600 {path}")]
+    #[error("secret file {path} is readable by group or others (mode {mode:o}); fix with: chmod 600 {path}")]
     UnsafeMode { path: String, mode: u32 },
-    #[error("cannot read password file {path}: {source}; check --password-file")]
+    #[error("cannot read secret file {path}: {source}; check the path")]
     Unreadable {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("password file {path} is empty; put the administrator password on its first line")]
+    #[error("secret file {path} is empty; put the secret on its first line")]
     Empty { path: String },
     #[error(
         "no password: not on a terminal, no --password-file and no systemd credential; give --password-file FILE (mode 0600) or LoadCredential={CREDENTIAL_NAME}:FILE"
@@ -94,6 +94,11 @@ pub fn load(
         return Ok((Secret::new(pw), Source::Prompt));
     }
     Err(CredentialError::NoSource)
+}
+
+/// Read a secret from a file (first line), refusing group/world access when `check_mode`.
+pub fn read_secret_file(path: &Path, check_mode: bool) -> Result<Secret, CredentialError> {
+    read_file(path, check_mode)
 }
 
 fn read_file(path: &Path, check_mode: bool) -> Result<Secret, CredentialError> {

@@ -87,6 +87,7 @@ impl Runner {
     pub(crate) fn new(journal: Journal, tool: CellTool, service: Service, rec: RunRecord, sig: SignalWatch) -> Self {
         // Steps record the job count last seen, starting from what the recorded run saw.
         let last_job_count = rec.steps.iter().rev().find_map(|s| s.job_count);
+        crate::events::set_run_id(&rec.run_id);
         Runner {
             journal,
             tool,
@@ -131,6 +132,7 @@ impl Runner {
             self.rec.steps.pop();
             return Err(e);
         }
+        crate::events::step(self.rec.steps.last().expect("just pushed"));
         Ok(self.rec.steps.len() - 1)
     }
 
@@ -144,6 +146,7 @@ impl Runner {
         if detail.is_some() {
             st.detail = detail;
         }
+        crate::events::step(st);
         self.save()
     }
 

@@ -32,6 +32,7 @@ pub mod code {
     pub const INSTALL: i32 = 21;
     pub const UNHEALTHY: i32 = 22;
     pub const DB_UPGRADE: i32 = 23;
+    pub const UNDELIVERED: i32 = 24;
     pub const SIGHUP: i32 = 129;
     pub const SIGINT: i32 = 130;
     pub const SIGTERM: i32 = 143;
@@ -101,6 +102,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
     ),
     (code::DB_UPGRADE, "db-upgrade", "the database upgrade tool failed"),
     (
+        code::UNDELIVERED,
+        "undelivered",
+        "report flush: some reports are still queued or were rejected by the receiver",
+    ),
+    (
         code::SIGHUP,
         "hangup",
         "SIGHUP (terminal gone); changes undone unless shutdown had begun",
@@ -162,6 +168,8 @@ pub enum Error {
     DbUpgrade(InstallError),
     #[error(transparent)]
     Health(#[from] HealthError),
+    #[error("{0}")]
+    Undelivered(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -189,6 +197,7 @@ impl Error {
             Error::DbUpgrade(_) => code::DB_UPGRADE,
             Error::Health(HealthError::Setup(_)) => code::CONFIG,
             Error::Health(_) => code::UNHEALTHY,
+            Error::Undelivered(_) => code::UNDELIVERED,
             Error::Internal(_) => code::INTERNAL,
         }
     }

@@ -54,12 +54,12 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A run id that sorts by time and is unique enough on one host.
+/// A run id that sorts by time (to the millisecond) and is unique enough on one host.
 pub fn new_run_id() -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let ts = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let compact: String = ts.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
     format!("{compact}-{salt:04x}")

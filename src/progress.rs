@@ -31,6 +31,7 @@ impl Progress {
 
     pub fn update(&mut self, job_count: u64, is_active: bool, left: Duration) {
         let waited = self.started.elapsed();
+        crate::events::progress(job_count, is_active, waited.as_secs(), left.as_secs());
         if self.tty {
             let mut e = std::io::stderr().lock();
             let _ = write!(

@@ -1,8 +1,10 @@
 //! The one document each command ends with: JSON on stdout with `--json`, a summary on stderr.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::journal::{Before, RunRecord, StepRecord};
@@ -11,6 +13,13 @@ use crate::signals::REPORT_PRINTED;
 use crate::vendor::CellStatus;
 
 pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CellDoc {
+    pub host: String,
+    pub vcd_home: String,
+    pub service: String,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorDoc {
@@ -59,6 +68,11 @@ pub struct Report {
     pub exit_code: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// Unique per invocation (a continued run's later invocations get their own): names the
+    /// saved report and keys its webhook delivery. Equal to `run_id` for the invocation that
+    /// started the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_id: Option<String>,
     pub host: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -86,6 +100,12 @@ pub struct Report {
     pub recorded_run: Option<Option<RecordedRun>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<String>,
+    /// The cell this run was about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<CellDoc>,
+    /// Webhook delivery of this report (and of older queued ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::deliver::Summary>,
     /// Package, versions before/after, installer output tail (install/upgrade).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<crate::journal::UpgradeRecord>,
@@ -107,6 +127,7 @@ impl Report {
             outcome: "ok".into(),
             exit_code: 0,
             run_id: None,
+            report_id: None,
             host: hostname(),
             started_at: None,
             ended_at: None,
@@ -120,6 +141,8 @@ impl Report {
             service: None,
             recorded_run: None,
             journal: None,
+            cell: None,
+            delivery: None,
             upgrade: None,
             error: None,
         }
@@ -205,4 +228,145 @@ impl Report {
         }
         s
     }
+}
+
+pub fn reports_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("reports")
+}
+
+/// Write `reports/<run id>.json` atomically and keep the newest `keep`.
+pub fn save(state_dir: &Path, r: &Report, keep: usize) -> Result<PathBuf, crate::journal::JournalError> {
+    let dir = reports_dir(state_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| crate::journal::JournalError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let id = r
+        .report_id
+        .clone()
+        .or(r.run_id.clone())
+        .unwrap_or_else(crate::journal::new_run_id);
+    let path = dir.join(format!("{id}.json"));
+    crate::journal::write_atomic(&path, &serde_json::to_vec_pretty(r).expect("report serializes"))?;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.len() > keep {
+        // Run ids sort by time.
+        names.sort();
+        for p in &names[..names.len() - keep] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(path)
+}
+
+/// A stored report: by run id, or the newest.
+pub fn load(state_dir: &Path, run_id: Option<&str>) -> Result<Value, String> {
+    let dir = reports_dir(state_dir);
+    let path = match run_id {
+        Some(id) => {
+            if id.contains('/') || id.contains("..") {
+                return Err(format!("{id:?} is not a run id"));
+            }
+            let direct = dir.join(format!("{id}.json"));
+            if direct.exists() {
+                direct
+            } else {
+                // A continued run's later reports: the newest whose run_id matches.
+                let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("no reports in {}: {e}", dir.display()))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        std::fs::read_to_string(p)
+                            .ok()
+                            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                            .is_some_and(|v| v["run_id"] == id)
+                    })
+                    .collect();
+                names.sort();
+                names
+                    .pop()
+                    .ok_or_else(|| format!("no report for run {id} in {}", dir.display()))?
+            }
+        }
+        None => {
+            // Newest written, then newest id: ids alone tie within a millisecond.
+            let mut names: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+                .map_err(|e| format!("no reports in {}: {e}", dir.display()))?
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            names.sort();
+            names
+                .pop()
+                .map(|(_, p)| p)
+                .ok_or_else(|| format!("no reports in {}", dir.display()))?
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A stored report for people.
+pub fn human(v: &Value) -> String {
+    let g = |k: &str| v[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "run {}  {} on {}\noutcome: {} (exit {}), cell left {}\nstarted {}  ended {}\n",
+        g("run_id"),
+        g("command"),
+        g("host"),
+        g("outcome"),
+        v["exit_code"],
+        g("cell_left"),
+        g("started_at"),
+        g("ended_at")
+    );
+    if let Some(up) = v.get("upgrade").filter(|u| u.is_object()) {
+        s.push_str(&format!(
+            "package {}\nversion {} -> {}\n",
+            up["package"]["path"].as_str().unwrap_or("-"),
+            up["version_before"].as_str().unwrap_or("?"),
+            up["version_after"].as_str().unwrap_or("?")
+        ));
+    }
+    if let Some(steps) = v["steps"].as_array() {
+        s.push_str("steps:\n");
+        for st in steps {
+            s.push_str(&format!(
+                "  {:<17} {:<8} {}  jobs {}{}\n",
+                st["step"].as_str().unwrap_or("?"),
+                st["status"].as_str().unwrap_or("?"),
+                st["started_at"].as_str().unwrap_or(""),
+                st["job_count"]
+                    .as_u64()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                st["detail"].as_str().map(|d| format!("  ({d})")).unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(e) = v["error"].as_object() {
+        s.push_str(&format!(
+            "error ({}): {}\n",
+            e["kind"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("")
+        ));
+    }
+    if let Some(d) = v["delivery"].as_object() {
+        s.push_str(&format!(
+            "delivery: {} delivered, {} queued, {} rejected\n",
+            d["delivered"].as_array().map_or(0, |a| a.len()),
+            d["queued"],
+            d["rejected"].as_array().map_or(0, |a| a.len())
+        ));
+    }
+    s
 }
