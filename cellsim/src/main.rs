@@ -1,9 +1,12 @@
 //! cellsim: a simulated VMware Cloud Director cell. See README.md for the contract.
 
+mod api;
+mod group;
 mod install;
 mod model;
 mod serve;
 mod store;
+mod tls;
 mod tools;
 mod tty;
 
@@ -49,16 +52,20 @@ enum Cmd {
         dir: PathBuf,
         /// latency, quiesce_delay, arrival_every (`none` stops arrivals), job_duration,
         /// startup_delay, watchdog_restart (`none`), password, user, prompt, version (installed),
-        /// service_name, maintenance_line, hang_ignores_term; and db_version (the database's)
+        /// service_name, maintenance_line, hang_ignores_term, api_token_ttl, api_status_field,
+        /// api_slow_delay; and db_version (the database's)
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
-    /// Inject a fault into cell-management-tool calls, or `clear` them
+    /// Inject a fault into cell-management-tool calls (hang, crash, garble, jvm-warnings,
+    /// connect-refused) or REST API calls (api-401, api-500, api-slow, api-malformed), or `clear`
+    /// them
     Fault {
         dir: PathBuf,
-        #[arg(value_parser = ["hang", "crash", "garble", "jvm-warnings", "connect-refused", "clear"])]
+        #[arg(value_parser = fault_kinds())]
         kind: String,
-        /// Which calls: status, status-verbose, quiesce, shutdown, maintenance, any
+        /// Which tool calls: status, status-verbose, quiesce, shutdown, maintenance, any
+        /// (API faults take none: they apply to every API call but /api/versions)
         #[arg(long, value_parser = ["status", "status-verbose", "quiesce", "shutdown", "maintenance", "any"])]
         op: Option<String>,
         /// How many calls it affects (default: every call until cleared)
@@ -74,13 +81,16 @@ enum Cmd {
     },
     /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell; prints its path
     Package(PackageArgs),
-    /// Serve the cell's health endpoint (GET|HEAD /cloud/server_status) on loopback until
-    /// SIGTERM/SIGINT or until DIR is deleted; writes DIR/sim/serve.json
+    /// Serve the cell's health endpoint (GET|HEAD /cloud/server_status) and REST API on loopback,
+    /// over HTTP and HTTPS, until SIGTERM/SIGINT or until DIR is deleted; writes DIR/sim/serve.json
     Serve {
         dir: PathBuf,
-        /// Address to listen on; loopback only (port 0: any free port)
+        /// Address of the plain-HTTP listener; loopback only (port 0: any free port)
         #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
         listen: std::net::SocketAddr,
+        /// Address of the HTTPS listener (certificate in DIR/sim/tls/, CA DIR/sim/tls/ca.pem)
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+        https: std::net::SocketAddr,
     },
 }
 
@@ -158,6 +168,19 @@ struct CreateArgs {
     /// Replace an existing cell in DIR
     #[arg(long)]
     force: bool,
+    /// Join the group of cells in GROUPDIR (made if missing): they list each other in the API
+    /// and share its sessions and CA [default: a group of one]
+    #[arg(long, value_name = "GROUPDIR")]
+    group: Option<PathBuf>,
+    /// The cell's name in the API (letters, digits, `.`, `_`, `-`) [default: DIR's file name]
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn fault_kinds() -> Vec<&'static str> {
+    let mut kinds = FaultKind::NAMES.to_vec();
+    kinds.push("clear");
+    kinds
 }
 
 #[derive(Subcommand)]
@@ -175,6 +198,9 @@ enum JobsCmd {
         never: bool,
         #[arg(long, default_value = "vappDeploy")]
         operation: String,
+        /// An API cancel only records the request (`cancel_requested`); the jobs keep running
+        #[arg(long)]
+        uncancellable: bool,
     },
     /// End jobs now (never-ending ones too)
     Finish {
@@ -225,6 +251,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     duration,
                     never,
                     operation,
+                    uncancellable,
                 },
         } => {
             let duration = duration.map(|d| model::parse_duration(&d)).transpose()?;
@@ -234,7 +261,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     (false, Some(d)) => Some(d),
                     (false, None) => Some(s.knobs.job_duration),
                 };
-                Ok(s.add_jobs(now, count, duration, &operation)?)
+                let ids = s.add_jobs(now, count, duration, &operation)?;
+                for job in s.jobs.iter_mut().filter(|j| ids.contains(&j.id)) {
+                    job.cancellable = !uncancellable;
+                }
+                Ok(ids)
             })?;
             for id in ids {
                 println!("{id}");
@@ -273,6 +304,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                         s.faults.retain(|f| op.is_some_and(|op| f.op != op));
                     }
                     Some(kind) => {
+                        if kind.is_api() && op.is_some() {
+                            return Err(Error::Msg(format!(
+                                "{}: API faults take no --op (they apply to every API call but /api/versions)",
+                                kind.name()
+                            )));
+                        }
                         if times == Some(0) {
                             return Err(Error::Msg("--times must be at least 1".into()));
                         }
@@ -301,7 +338,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        Cmd::Serve { dir, listen } => serve::serve(&dir, listen),
+        Cmd::Serve { dir, listen, https } => serve::serve(&dir, listen, https),
     }
 }
 
@@ -343,14 +380,31 @@ fn create(args: CreateArgs) -> Result<()> {
             root.display()
         )));
     }
+    let name = args.name.clone().unwrap_or_else(|| cell.default_name());
+    group::check_name(&name)?;
 
     let now = now_ms();
     let duration = knobs.job_duration;
     let mut state = State::new(knobs, !args.stopped, now);
+    state.cell_id = store::uuid_v4();
+    state.name = Some(name.clone());
     if args.jobs > 0 {
         state.add_jobs(now, args.jobs, Some(duration), "vappDeploy")?;
     }
-    cell.save(&state)?;
+    match &args.group {
+        Some(dir) => {
+            // Held until the state (with its primary IP) is saved, so concurrent creates agree.
+            let (group, ip, _lock) = group::register(dir, &name, &root)?;
+            state.group = Some(group);
+            state.primary_ip = Some(ip);
+            cell.save(&state)?;
+        }
+        None => {
+            state.primary_ip = Some("127.0.0.1".into());
+            cell.save(&state)?;
+        }
+    }
+    tls::ensure(&cell, state.group.as_deref(), true)?;
     let log = cell.invocations_path();
     fs::write(&log, "").map_err(io_err(&log))?;
 
@@ -385,6 +439,16 @@ struct JobView<'a> {
     operation: &'a str,
     started_at: String,
     ends_at: Option<String>,
+    cancellable: bool,
+    cancel_requested: bool,
+}
+
+#[derive(Serialize)]
+struct CanceledJobView<'a> {
+    id: &'a str,
+    operation: &'a str,
+    started_at: String,
+    canceled_at: String,
 }
 
 #[derive(Serialize)]
@@ -399,6 +463,12 @@ struct FailedJobView<'a> {
 #[derive(Serialize)]
 struct ShowView<'a> {
     dir: String,
+    name: &'a str,
+    /// `urn:vcloud:cell:<uuid>`
+    id: String,
+    /// The group directory; null for a group of one.
+    group: Option<String>,
+    primary_ip: &'a str,
     now: String,
     service: &'static str,
     service_name: &'a str,
@@ -417,6 +487,8 @@ struct ShowView<'a> {
     completed_count: u64,
     arrived_count: u64,
     failed_jobs: Vec<FailedJobView<'a>>,
+    canceled_count: u64,
+    canceled_jobs: Vec<CanceledJobView<'a>>,
     watchdog_restarts: u64,
     faults: &'a [Fault],
     knobs: &'a Knobs,
@@ -425,6 +497,10 @@ struct ShowView<'a> {
 fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
     ShowView {
         dir: dir.display().to_string(),
+        name: s.name.as_deref().unwrap_or_default(),
+        id: format!("urn:vcloud:cell:{}", s.cell_id),
+        group: s.group.as_ref().map(|g| g.display().to_string()),
+        primary_ip: s.primary_ip.as_deref().unwrap_or("127.0.0.1"),
         now: rfc3339_ms(now),
         service: if s.service_running { "running" } else { "stopped" },
         service_name: &s.knobs.service_name,
@@ -446,6 +522,8 @@ fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
                 operation: &j.operation,
                 started_at: rfc3339_ms(j.started_at_ms),
                 ends_at: j.ends_at_ms.map(rfc3339_ms),
+                cancellable: j.cancellable,
+                cancel_requested: j.cancel_requested,
             })
             .collect(),
         completed_count: s.completed_count,
@@ -459,6 +537,17 @@ fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
                 started_at: rfc3339_ms(j.started_at_ms),
                 failed_at: rfc3339_ms(j.failed_at_ms),
                 reason: &j.reason,
+            })
+            .collect(),
+        canceled_count: s.canceled_count,
+        canceled_jobs: s
+            .canceled_jobs
+            .iter()
+            .map(|j| CanceledJobView {
+                id: &j.id,
+                operation: &j.operation,
+                started_at: rfc3339_ms(j.started_at_ms),
+                canceled_at: rfc3339_ms(j.canceled_at_ms),
             })
             .collect(),
         watchdog_restarts: s.watchdog_restarts,
@@ -478,6 +567,16 @@ fn show(dir: &Path, json: bool) -> Result<()> {
     let since =
         |ms: u64| humantime::format_duration(std::time::Duration::from_millis(now.saturating_sub(ms) / 1000 * 1000));
     println!("Simulated cell in {} (version {})", view.dir, view.version);
+    println!(
+        "  name:        {} ({}, {}), {}",
+        view.name,
+        view.id,
+        view.primary_ip,
+        match &view.group {
+            Some(g) => format!("group {g}"),
+            None => "a group of one".into(),
+        }
+    );
     println!(
         "  service {}:  {} (for {})",
         view.service_name,
@@ -509,20 +608,26 @@ fn show(dir: &Path, json: bool) -> Result<()> {
         }
     );
     println!(
-        "  jobs:        {} running, {} completed, {} failed, {} started in all",
+        "  jobs:        {} running, {} completed, {} failed, {} canceled, {} started in all",
         view.job_count,
         view.completed_count,
         view.failed_jobs.len(),
+        view.canceled_count,
         view.arrived_count
     );
     for job in &view.jobs {
         println!(
-            "    {}  {:<22} started {}  ends {}",
+            "    {}  {:<22} started {}  ends {}{}{}",
             job.id,
             job.operation,
             job.started_at,
-            job.ends_at.as_deref().unwrap_or("never")
+            job.ends_at.as_deref().unwrap_or("never"),
+            if job.cancellable { "" } else { "  uncancellable" },
+            if job.cancel_requested { "  cancel requested" } else { "" }
         );
+    }
+    for job in &view.canceled_jobs {
+        println!("    {}  {:<22} CANCELED {}", job.id, job.operation, job.canceled_at);
     }
     for job in &view.failed_jobs {
         println!(
@@ -534,10 +639,14 @@ fn show(dir: &Path, json: bool) -> Result<()> {
         println!("  faults:      none");
     }
     for f in &state.faults {
+        let calls = if f.kind.is_api() {
+            "API".to_string()
+        } else {
+            f.op.name().to_string()
+        };
         println!(
-            "  fault:       {} on {} calls{}",
+            "  fault:       {} on {calls} calls{}",
             f.kind.name(),
-            f.op.name(),
             f.remaining.map(|n| format!(" ({n} more)")).unwrap_or_default()
         );
     }

@@ -80,8 +80,10 @@ mod dur {
     }
 }
 
-/// Settings that can be changed while the cell runs (`cellsim set`).
+/// Settings that can be changed while the cell runs (`cellsim set`). Knobs missing from an
+/// older state.json take their defaults.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default)]
 pub struct Knobs {
     pub user: String,
     pub password: String,
@@ -107,6 +109,15 @@ pub struct Knobs {
     pub service_name: String,
     /// A hanging tool ignores SIGTERM, so callers must escalate to SIGKILL.
     pub hang_ignores_term: bool,
+    /// How long an API session token is valid after the login (the current value applies to
+    /// existing tokens too, so lowering it expires them).
+    #[serde(with = "dur")]
+    pub api_token_ttl: Duration,
+    /// Whether the cells list carries `status` (API 38.1+); false: only `isActive` (API <= 38.0).
+    pub api_status_field: bool,
+    /// How long an answer waits under the `api-slow` fault.
+    #[serde(with = "dur")]
+    pub api_slow_delay: Duration,
 }
 
 impl Default for Knobs {
@@ -125,6 +136,9 @@ impl Default for Knobs {
             version: "10.6.1".into(),
             service_name: "vmware-vcd".into(),
             hang_ignores_term: false,
+            api_token_ttl: Duration::from_secs(30 * 60),
+            api_status_field: true,
+            api_slow_delay: Duration::from_secs(5),
         }
     }
 }
@@ -144,6 +158,9 @@ impl Knobs {
         "version",
         "service_name",
         "hang_ignores_term",
+        "api_token_ttl",
+        "api_status_field",
+        "api_slow_delay",
     ];
 
     /// Applies one `KEY=VALUE` from `cellsim set`; keys may use `-` or `_`.
@@ -163,6 +180,9 @@ impl Knobs {
             "watchdog_restart" => self.watchdog_restart = parse_opt_duration(value)?,
             "maintenance_line" => self.maintenance_line = parse_bool(value)?,
             "hang_ignores_term" => self.hang_ignores_term = parse_bool(value)?,
+            "api_token_ttl" => self.api_token_ttl = parse_duration(value)?,
+            "api_status_field" => self.api_status_field = parse_bool(value)?,
+            "api_slow_delay" => self.api_slow_delay = parse_duration(value)?,
             _ => {
                 return Err(format!("unknown knob `{key}` (known: {})", Knobs::KEYS.join(", ")));
             }
@@ -246,6 +266,24 @@ pub struct Job {
     pub started_at_ms: u64,
     /// None: never ends on its own (a stuck task).
     pub ends_at_ms: Option<u64>,
+    /// False: an API cancel is recorded (`cancel_requested`) but the job keeps running.
+    #[serde(default = "yes")]
+    pub cancellable: bool,
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A job ended by an API cancel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CanceledJob {
+    pub id: String,
+    pub operation: String,
+    pub started_at_ms: u64,
+    pub canceled_at_ms: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -265,9 +303,28 @@ pub enum FaultKind {
     Garble,
     JvmWarnings,
     ConnectRefused,
+    /// REST API faults (`cellsim serve`): every API call but `/api/versions`.
+    #[serde(rename = "api-401")]
+    Api401,
+    #[serde(rename = "api-500")]
+    Api500,
+    ApiSlow,
+    ApiMalformed,
 }
 
 impl FaultKind {
+    pub const NAMES: &'static [&'static str] = &[
+        "hang",
+        "crash",
+        "garble",
+        "jvm-warnings",
+        "connect-refused",
+        "api-401",
+        "api-500",
+        "api-slow",
+        "api-malformed",
+    ];
+
     pub fn parse(text: &str) -> Option<FaultKind> {
         Some(match text {
             "hang" => FaultKind::Hang,
@@ -275,6 +332,10 @@ impl FaultKind {
             "garble" => FaultKind::Garble,
             "jvm-warnings" => FaultKind::JvmWarnings,
             "connect-refused" => FaultKind::ConnectRefused,
+            "api-401" => FaultKind::Api401,
+            "api-500" => FaultKind::Api500,
+            "api-slow" => FaultKind::ApiSlow,
+            "api-malformed" => FaultKind::ApiMalformed,
             _ => return None,
         })
     }
@@ -285,7 +346,18 @@ impl FaultKind {
             FaultKind::Garble => "garble",
             FaultKind::JvmWarnings => "jvm-warnings",
             FaultKind::ConnectRefused => "connect-refused",
+            FaultKind::Api401 => "api-401",
+            FaultKind::Api500 => "api-500",
+            FaultKind::ApiSlow => "api-slow",
+            FaultKind::ApiMalformed => "api-malformed",
         }
+    }
+    /// Faults of the REST API rather than of cell-management-tool.
+    pub fn is_api(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Api401 | FaultKind::Api500 | FaultKind::ApiSlow | FaultKind::ApiMalformed
+        )
     }
 }
 
@@ -372,6 +444,24 @@ pub struct State {
     /// by `create` and by a successful `bin/upgrade`. None in states written before it existed.
     #[serde(default)]
     pub db_version: Option<String>,
+    /// The UUID of the cell's `urn:vcloud:cell:<uuid>` id; filled in on first access for
+    /// states written before it existed (see `CellDir::with_state`).
+    #[serde(default)]
+    pub cell_id: String,
+    /// The cell's name in its group; None (older states): DIR's file name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The group directory shared with other cells; None: a group of one.
+    #[serde(default)]
+    pub group: Option<std::path::PathBuf>,
+    /// The API's `primaryIP` (127.0.0.N); None (older states): 127.0.0.1.
+    #[serde(default)]
+    pub primary_ip: Option<String>,
+    /// Jobs ended by an API cancel (the latest [`FAILED_KEEP`]).
+    #[serde(default)]
+    pub canceled_jobs: Vec<CanceledJob>,
+    #[serde(default)]
+    pub canceled_count: u64,
 }
 
 impl State {
@@ -399,6 +489,12 @@ impl State {
             faults: Vec::new(),
             last_advanced_ms: now,
             db_version,
+            cell_id: String::new(),
+            name: None,
+            group: None,
+            primary_ip: None,
+            canceled_jobs: Vec::new(),
+            canceled_count: 0,
         }
     }
 
@@ -505,9 +601,14 @@ impl State {
         }
     }
 
-    /// Job ids look like the UUIDs of vCD tasks but count up, so they are easy to read.
+    /// Job ids look like the UUIDs of vCD tasks but count up, so they are easy to read; they
+    /// start with the first eight hex digits of the cell's id, so they are unique in a group.
     fn start_job(&mut self, operation: &str, at: u64, ends_at: Option<u64>) -> String {
-        let id = format!("00000000-0000-4000-8000-{:012}", self.next_job_seq);
+        let prefix = match self.cell_id.get(..8) {
+            Some(p) if p.bytes().all(|b| b.is_ascii_hexdigit()) => p,
+            _ => "00000000",
+        };
+        let id = format!("{prefix}-0000-4000-8000-{:012}", self.next_job_seq);
         self.next_job_seq += 1;
         self.arrived_count += 1;
         self.jobs.push(Job {
@@ -515,6 +616,8 @@ impl State {
             operation: operation.into(),
             started_at_ms: at,
             ends_at_ms: ends_at,
+            cancellable: true,
+            cancel_requested: false,
         });
         id
     }
@@ -536,6 +639,43 @@ impl State {
         Ok((0..count)
             .map(|_| self.start_job(operation, now, duration.map(|d| now + ms(d))))
             .collect())
+    }
+
+    /// What the API's status says about this cell: `INACTIVE` unless the service runs and the
+    /// cell is up, then `MAINTENANCE`, `QUIESCED` or `ACTIVE`, in that order.
+    pub fn api_status(&self) -> &'static str {
+        if !self.service_running || self.cell != Phase::Up {
+            "INACTIVE"
+        } else if self.in_maintenance {
+            "MAINTENANCE"
+        } else if self.quiesced {
+            "QUIESCED"
+        } else {
+            "ACTIVE"
+        }
+    }
+
+    /// An API cancel of a running job: an uncancellable one only records the request.
+    /// Returns None for an id that is not running here, else whether the job ended.
+    pub fn cancel_job(&mut self, now: u64, id: &str) -> Option<bool> {
+        let idx = self.jobs.iter().position(|j| j.id == id)?;
+        if !self.jobs[idx].cancellable {
+            self.jobs[idx].cancel_requested = true;
+            return Some(false);
+        }
+        let job = self.jobs.remove(idx);
+        self.canceled_count += 1;
+        self.canceled_jobs.push(CanceledJob {
+            id: job.id,
+            operation: job.operation,
+            started_at_ms: job.started_at_ms,
+            canceled_at_ms: now,
+        });
+        if self.canceled_jobs.len() > FAILED_KEEP {
+            let excess = self.canceled_jobs.len() - FAILED_KEEP;
+            self.canceled_jobs.drain(..excess);
+        }
+        Some(true)
     }
 
     /// `cellsim jobs finish`: unknown ids are refused before anything changes.
@@ -765,6 +905,32 @@ mod tests {
         assert!(!s.is_healthy());
         s.advance(1_000_100);
         assert!(s.is_healthy());
+    }
+
+    #[test]
+    fn api_status_and_cancel() {
+        let mut s = cell(Knobs::default());
+        assert_eq!(s.api_status(), "ACTIVE");
+        let ids = s.add_jobs(1_000_000, 2, None, "x").unwrap();
+        s.jobs[1].cancellable = false;
+        assert_eq!(s.cancel_job(1_000_001, &ids[0]), Some(true));
+        assert_eq!(s.cancel_job(1_000_001, &ids[1]), Some(false));
+        assert_eq!(s.cancel_job(1_000_001, "nope"), None);
+        assert_eq!((s.jobs.len(), s.canceled_count), (1, 1));
+        assert!(s.jobs[0].cancel_requested);
+        s.set_quiesce(1_000_002, true);
+        assert_eq!(s.api_status(), "QUIESCED");
+        s.set_maintenance(1_000_002, true);
+        assert_eq!(s.api_status(), "MAINTENANCE");
+        s.service_stop(1_000_003);
+        assert_eq!(s.api_status(), "INACTIVE");
+    }
+
+    #[test]
+    fn older_knobs_take_defaults() {
+        let knobs: Knobs = serde_json::from_str(r#"{"user":"u","latency":"1s"}"#).unwrap();
+        assert_eq!(knobs.api_token_ttl, Duration::from_secs(1800));
+        assert!(knobs.api_status_field);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 
 use crate::model::{State, now_ms};
 use nix::fcntl::{Flock, FlockArg};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,18 @@ impl CellDir {
     pub fn invocations_path(&self) -> PathBuf {
         self.sim().join("invocations.jsonl")
     }
+    /// The HTTPS listener's files: ca.pem, server.pem, server.key (and ca.key when the cell is
+    /// a group of one).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.sim().join("tls")
+    }
+    /// DIR's file name: the default cell name.
+    pub fn default_name(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cell".into())
+    }
 
     /// Runs `f` on the state advanced to now, and saves it if `f` succeeds.
     /// The lock is held only for this: never across a sleep or a password prompt.
@@ -76,11 +89,24 @@ impl CellDir {
         let _lock =
             Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io_err(&lock_path)(errno.into()))?;
         let mut state = self.load()?;
+        // States written before cells had an identity get one, kept from then on.
+        if state.cell_id.is_empty() {
+            state.cell_id = uuid_v4();
+        }
+        if state.name.is_none() {
+            state.name = Some(self.default_name());
+        }
         let now = now_ms().max(state.last_advanced_ms);
         state.advance(now);
         let out = f(&mut state, now)?;
         self.save(&state)?;
         Ok(out)
+    }
+
+    /// Reads the state without the lock or advancing it (state.json is replaced atomically, so a
+    /// reader sees a whole one).
+    pub fn peek(&self) -> Result<State> {
+        self.load()
     }
 
     fn load(&self) -> Result<State> {
@@ -100,5 +126,70 @@ impl CellDir {
         file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         Ok(())
+    }
+}
+
+/// An exclusive flock on `path` (created if missing), held until the value is dropped.
+pub fn lock_file(path: &Path) -> Result<Flock<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io_err(path)(errno.into()))
+}
+
+/// Writes `bytes` to a temporary file beside `path` (created with `mode`) and renames it over
+/// `path`, so a reader sees the old or the new content, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Cryptographically random bytes (aws-lc-rs, the TLS provider's generator).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut buf)
+        .expect("the system random generator works");
+    buf
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random (version 4) UUID, lower-case.
+pub fn uuid_v4() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!("89ab".contains(&u[19..20]), "{u}");
+        assert_ne!(u, uuid_v4());
     }
 }

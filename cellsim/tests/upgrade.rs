@@ -348,7 +348,7 @@ fn health_endpoint_http_details_and_log() {
     assert!(head.head.contains("\r\nContent-Length: 14"), "{}", head.head);
     let (status, body) = server.get("/cloud/server_status?probe=1");
     assert_eq!((status, body.as_str()), UP);
-    assert_eq!(server.get("/api/versions").0, 404);
+    assert_eq!(server.get("/no/such/path").0, 404);
     let post = server.request("POST", "/cloud/server_status", &["Content-Length: 3"]);
     assert_eq!(post.status, 405);
     // HTTP/1.0, as the documented load-balancer monitor sends it.

@@ -320,7 +320,7 @@ impl Cell {
         });
         let url = info["http"].as_str().unwrap();
         let addr = url.strip_prefix("http://").expect("an http URL").parse().unwrap();
-        Server { child, addr }
+        Server { child, addr, info }
     }
 
     pub fn http_log(&self) -> Vec<Value> {
@@ -335,6 +335,8 @@ impl Cell {
 pub struct Server {
     pub child: KillOnDrop,
     pub addr: std::net::SocketAddr,
+    /// serve.json as the server wrote it.
+    pub info: Value,
 }
 
 pub struct HttpReply {
@@ -372,5 +374,182 @@ impl Server {
 
     pub fn health(&self) -> (u16, String) {
         self.get("/cloud/server_status")
+    }
+}
+
+// ---- the REST API over TLS ----
+
+pub struct ApiReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl ApiReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// A client of one server's HTTPS listener that trusts the CA named in serve.json.
+pub struct Api {
+    pub addr: std::net::SocketAddr,
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// Read timeout for the answer of each request (once the request is sent).
+    pub timeout: Duration,
+}
+
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A client configuration trusting the certificates in `ca` (PEM).
+pub fn client_config(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+pub const BASIC_OK: &str = "administrator@System:vcd-sim-password";
+
+pub fn basic(credentials: &str) -> String {
+    format!("Basic {}", base64(credentials.as_bytes()))
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Server {
+    pub fn api(&self) -> Api {
+        let url = self.info["https"].as_str().expect("serve.json has https");
+        let addr = url.strip_prefix("https://").expect("an https URL").parse().unwrap();
+        let ca = std::path::PathBuf::from(self.info["ca"].as_str().expect("serve.json has ca"));
+        Api {
+            addr,
+            config: client_config(&ca),
+            timeout: LIMIT,
+        }
+    }
+}
+
+impl Api {
+    /// One request over TLS; reads the whole answer (the server closes the connection).
+    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<ApiReply> {
+        let tcp = std::net::TcpStream::connect(self.addr)?;
+        // The handshake and the request get the generous limit; `timeout` is for the answer.
+        tcp.set_read_timeout(Some(LIMIT))?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(self.config.clone(), name).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            req += &format!("{name}: {value}\r\n");
+        }
+        if !body.is_empty() {
+            req += &format!("Content-Length: {}\r\n", body.len());
+        }
+        req += "\r\n";
+        let mut raw = req.into_bytes();
+        raw.extend_from_slice(body);
+        tls.write_all(&raw)?;
+        tls.flush()?;
+        tls.sock.set_read_timeout(Some(self.timeout))?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer)?;
+        let answer = text(&answer);
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| io::Error::other(format!("incomplete answer {answer:?}")))?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        Ok(ApiReply {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> ApiReply {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> ApiReply {
+        let bearer = format!("Bearer {token}");
+        self.request(
+            "GET",
+            path,
+            &[("Accept", "application/json;version=38.1"), ("Authorization", &bearer)],
+            b"",
+        )
+    }
+
+    pub fn post(&self, path: &str, token: &str) -> ApiReply {
+        let bearer = format!("Bearer {token}");
+        self.request(
+            "POST",
+            path,
+            &[
+                ("Accept", "application/*+json;version=38.1"),
+                ("Authorization", &bearer),
+            ],
+            b"",
+        )
+    }
+
+    pub fn login_as(&self, credentials: &str) -> ApiReply {
+        let auth = basic(credentials);
+        self.request(
+            "POST",
+            "/cloudapi/1.0.0/sessions/provider",
+            &[("Accept", "application/json;version=38.1"), ("Authorization", &auth)],
+            b"",
+        )
+    }
+
+    /// Logs in as the default administrator; the token.
+    pub fn login(&self) -> String {
+        let reply = self.login_as(BASIC_OK);
+        assert_eq!(reply.status, 200, "login: {}", reply.body);
+        reply
+            .header("X-VMWARE-VCLOUD-ACCESS-TOKEN")
+            .expect("a token header")
+            .to_string()
     }
 }
