@@ -58,7 +58,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "CELLCTL_TOOL_TIMEOUT", value_name = "DUR")]
     pub tool_timeout: Option<humantime::Duration>,
     /// Print exactly one JSON document on stdout
-    #[arg(long, global = true, env = "CELLCTL_JSON")]
+    #[arg(long, global = true, env = "CELLCTL_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
     /// systemd-run, for installers in transient units [default: systemd-run]
     #[arg(long, global = true, env = "CELLCTL_SYSTEMD_RUN", value_name = "PATH")]
@@ -72,8 +72,20 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) for the health URL, beside the system trust store
     #[arg(long, global = true, env = "CELLCTL_HEALTH_CA_FILE", value_name = "FILE")]
     pub health_ca_file: Option<PathBuf>,
+    /// The Cloud Director API of the group [default: https://<hostname>]
+    #[arg(long, global = true, env = "CELLCTL_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// CA certificate (PEM) for the API, beside the system trust store
+    #[arg(long, global = true, env = "CELLCTL_API_CA_FILE", value_name = "FILE")]
+    pub api_ca_file: Option<PathBuf>,
+    /// This cell's name in the API [default: the host name]
+    #[arg(long, global = true, env = "CELLCTL_CELL_NAME", value_name = "NAME")]
+    pub cell_name: Option<String>,
+    /// Do not ask the API whether other cells are active before taking this one down (unsafe)
+    #[arg(long, global = true, env = "CELLCTL_SKIP_REDUNDANCY_GUARD", value_parser = clap::builder::BoolishValueParser::new())]
+    pub skip_redundancy_guard: bool,
     /// Stream one JSON object per step change and progress tick on stdout (the report last)
-    #[arg(long, global = true, env = "CELLCTL_EVENTS")]
+    #[arg(long, global = true, env = "CELLCTL_EVENTS", value_parser = clap::builder::BoolishValueParser::new())]
     pub events: bool,
     /// Webhook receiving the run's report (repeatable) [default: [report] urls]
     #[arg(
@@ -142,6 +154,23 @@ pub enum OnDeadline {
     Abort,
     /// Shut down anyway and report the jobs still running
     Force,
+    /// Cancel this cell's running tasks through the API, wait --cancel-grace, then --after-cancel
+    Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AfterCancel {
+    Abort,
+    Force,
+}
+
+impl From<AfterCancel> for DeadlineAction {
+    fn from(o: AfterCancel) -> Self {
+        match o {
+            AfterCancel::Abort => DeadlineAction::Abort,
+            AfterCancel::Force => DeadlineAction::Force,
+        }
+    }
 }
 
 impl From<OnDeadline> for DeadlineAction {
@@ -149,6 +178,7 @@ impl From<OnDeadline> for DeadlineAction {
         match o {
             OnDeadline::Abort => DeadlineAction::Abort,
             OnDeadline::Force => DeadlineAction::Force,
+            OnDeadline::Cancel => DeadlineAction::Cancel,
         }
     }
 }
@@ -170,6 +200,15 @@ pub struct DrainArgs {
     /// Time between status polls while waiting [default: 10s]
     #[arg(long, env = "CELLCTL_POLL_INTERVAL", value_name = "DUR")]
     pub poll_interval: Option<humantime::Duration>,
+    /// With --on-deadline cancel: what to do if jobs remain after the grace period [default: abort]
+    #[arg(long, value_enum, env = "CELLCTL_AFTER_CANCEL")]
+    pub after_cancel: Option<AfterCancel>,
+    /// With --on-deadline cancel: how long cancelled tasks get to end [default: 2m]
+    #[arg(long, env = "CELLCTL_CANCEL_GRACE", value_name = "DUR")]
+    pub cancel_grace: Option<humantime::Duration>,
+    /// Allow taking down the last active cell of the group (full-outage upgrade, --db-upgrade)
+    #[arg(long)]
+    pub allow_last_cell: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

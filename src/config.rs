@@ -45,6 +45,26 @@ pub struct FileConfig {
     pub upgrade: UpgradeFile,
     #[serde(default)]
     pub report: ReportFile,
+    #[serde(default)]
+    pub api: ApiFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub cell_name: Option<String>,
+    /// Other active cells required before this one may be taken down.
+    pub min_active_peers: Option<usize>,
+    /// false = never ask the API (unsafe; as --skip-redundancy-guard).
+    pub redundancy_guard: Option<bool>,
+    pub cancel_concurrency: Option<usize>,
+    pub cancel_grace: Option<String>,
+    /// Items per page when listing cells and tasks (the API allows at most 128).
+    pub page_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +120,8 @@ pub struct UpgradeFile {
 pub struct DrainFile {
     pub deadline: Option<String>,
     pub on_deadline: Option<DeadlineAction>,
+    pub after_cancel: Option<DeadlineAction>,
+    pub allow_last_cell: Option<bool>,
     pub maintenance: Option<bool>,
     pub shutdown: Option<bool>,
     pub poll_interval: Option<String>,
@@ -126,6 +148,9 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// `--events`: NDJSON on stdout.
     pub events: bool,
+    pub api: crate::api::ApiSettings,
+    /// Ask the API for the other cells before any change (fails closed).
+    pub redundancy_guard: bool,
 }
 
 /// The systemd credential name for the webhook signing secret.
@@ -154,6 +179,9 @@ pub struct DrainSettings {
     /// Given on this command line (or env): a continued run then gets a fresh deadline.
     pub deadline_explicit: bool,
     pub on_deadline: DeadlineAction,
+    pub after_cancel: DeadlineAction,
+    pub cancel_grace: Option<Duration>,
+    pub allow_last_cell: bool,
     pub maintenance: bool,
     pub shutdown: bool,
     pub poll_interval: Duration,
@@ -298,6 +326,27 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
         keep_reports: f.report.keep.unwrap_or(50).max(1),
         metrics_file: g.metrics_file.clone().or(f.report.metrics_file.clone()),
         events: g.events,
+        api: crate::api::ApiSettings {
+            url: g
+                .api_url
+                .clone()
+                .or(f.api.url.clone())
+                .unwrap_or_else(|| format!("https://{}", crate::report::hostname())),
+            ca_file: g.api_ca_file.clone().or(f.api.ca_file.clone()),
+            connect_timeout: dur(&path, "api.connect_timeout", &f.api.connect_timeout)?
+                .unwrap_or(Duration::from_secs(10)),
+            timeout: dur(&path, "api.timeout", &f.api.timeout)?.unwrap_or(Duration::from_secs(30)),
+            cell_name: g
+                .cell_name
+                .clone()
+                .or(f.api.cell_name.clone())
+                .unwrap_or_else(crate::report::hostname),
+            min_active_peers: f.api.min_active_peers.unwrap_or(1),
+            page_size: f.api.page_size.unwrap_or(128).clamp(1, 128),
+            cancel_concurrency: f.api.cancel_concurrency.unwrap_or(4).max(1),
+            cancel_grace: dur(&path, "api.cancel_grace", &f.api.cancel_grace)?.unwrap_or(Duration::from_secs(120)),
+        },
+        redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
     };
     for u in &s.webhook.urls {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -362,6 +411,19 @@ pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> R
             .map(Into::into)
             .or(f.drain.on_deadline)
             .unwrap_or(DeadlineAction::Abort),
+        after_cancel: match a
+            .after_cancel
+            .map(Into::into)
+            .or(f.drain.after_cancel)
+            .unwrap_or(DeadlineAction::Abort)
+        {
+            DeadlineAction::Cancel => {
+                return Err(ConfigError::Invalid("drain.after_cancel must be abort or force".into()));
+            }
+            x => x,
+        },
+        cancel_grace: a.cancel_grace.map(Into::into),
+        allow_last_cell: a.allow_last_cell || f.drain.allow_last_cell.unwrap_or(false),
         maintenance: !a.no_maintenance && f.drain.maintenance.unwrap_or(true),
         shutdown: !a.no_shutdown && f.drain.shutdown.unwrap_or(true),
         poll_interval,

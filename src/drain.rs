@@ -73,6 +73,11 @@ pub(crate) struct Runner {
     pub(crate) service: Service,
     pub(crate) rec: RunRecord,
     pub(crate) sig: SignalWatch,
+    /// The group's API (guard, tasks, cancel); None when it cannot be set up.
+    pub(crate) api: Option<std::sync::Arc<crate::api::Api>>,
+    pub(crate) api_settings: crate::api::ApiSettings,
+    api_warned: bool,
+    tasks_not_canceled: Option<Vec<String>>,
     /// The first error, reported at the end even after a successful rollback.
     pub(crate) failure: Option<Error>,
     /// Rollback could not undo everything.
@@ -84,16 +89,30 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    pub(crate) fn new(journal: Journal, tool: CellTool, service: Service, rec: RunRecord, sig: SignalWatch) -> Self {
+    pub(crate) fn new(
+        journal: Journal,
+        tool: CellTool,
+        service: Service,
+        rec: RunRecord,
+        sig: SignalWatch,
+        api_settings: &crate::api::ApiSettings,
+    ) -> Self {
         // Steps record the job count last seen, starting from what the recorded run saw.
         let last_job_count = rec.steps.iter().rev().find_map(|s| s.job_count);
         crate::events::set_run_id(&rec.run_id);
+        let api = crate::api::Api::new(api_settings, &tool.user, tool.password.clone())
+            .ok()
+            .map(std::sync::Arc::new);
         Runner {
             journal,
             tool,
             service,
             rec,
             sig,
+            api,
+            api_settings: api_settings.clone(),
+            api_warned: false,
+            tasks_not_canceled: None,
             failure: None,
             rollback_error: None,
             late_signal: None,
@@ -227,18 +246,75 @@ impl Runner {
 
     fn seen_drained(&self) -> u8 {
         match self.rec.phase {
-            Phase::Waiting { seen_drained } => seen_drained,
+            Phase::Waiting { seen_drained } | Phase::Canceling { seen_drained } => seen_drained,
             _ => 0,
         }
     }
 
+    /// The tasks running on this cell, from the API (None when it cannot say).
+    async fn tasks(&mut self) -> Option<Vec<crate::api::TaskInfo>> {
+        let api = self.api.clone()?;
+        match api.running_tasks().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                if !self.api_warned {
+                    let hint = match &e {
+                        crate::api::ApiError::Status { status: 503, .. } => {
+                            " (a cell answers 503 while its maintenance message is on: point [api] url at the group's load balancer or another cell)"
+                        }
+                        _ => "",
+                    };
+                    tracing::warn!("cannot list this cell's tasks: {e}{hint}");
+                    self.api_warned = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// `--on-deadline cancel`: cancel this cell's running tasks (once per run), then grant grace.
+    async fn cancel_tasks(&mut self, d: &DrainSettings) -> Result<(), Error> {
+        if self.rec.cancel_deadline_unix.is_some() {
+            return Ok(());
+        }
+        let idx = self.begin(Step::CancelTasks)?;
+        let detail = match (self.api.clone(), self.tasks().await) {
+            (Some(api), Some(tasks)) => {
+                tracing::info!("cancelling {} task(s) on this cell", tasks.len());
+                let failed = crate::api::cancel_all(&api, &tasks, api.settings().cancel_concurrency).await;
+                for (t, e) in &failed {
+                    tracing::warn!("could not cancel {}: {e}", t.describe());
+                }
+                format!(
+                    "cancel requested for {} of {} task(s)",
+                    tasks.len() - failed.len(),
+                    tasks.len()
+                )
+            }
+            _ => "the API could not list the tasks: nothing cancelled".to_string(),
+        };
+        let grace = d.cancel_grace.unwrap_or(self.api_settings.cancel_grace);
+        self.rec.cancel_deadline_unix = Some(unix_now() + grace.as_secs_f64());
+        self.end(idx, StepStatus::Done, Some(detail))
+    }
+
     async fn wait(&mut self, d: &DrainSettings) -> Result<(), Error> {
+        let canceling = matches!(self.rec.phase, Phase::Canceling { .. });
+        if canceling {
+            self.cancel_tasks(d).await?;
+        }
         let idx = match self.rec.steps.last() {
             Some(s) if s.step == Step::Wait && s.status == StepStatus::Started => self.rec.steps.len() - 1,
             _ => self.begin(Step::Wait)?,
         };
+        let deadline_at = if canceling {
+            self.rec.cancel_deadline_unix.unwrap_or_else(unix_now)
+        } else {
+            self.rec.deadline_unix
+        };
         let mut progress = Progress::new();
         let mut failures = 0u32;
+        let mut listed_at: Option<u64> = None;
         let mut sig = self.sig.clone();
         loop {
             let polled = tokio::select! {
@@ -246,13 +322,24 @@ impl Runner {
                 _ = sig.received() => { progress.finish(); return self.advance(Event::Interrupt); }
                 r = self.tool.status() => r,
             };
-            let left = self.rec.deadline_unix - unix_now();
+            let left = deadline_at - unix_now();
             match polled {
                 Ok(st) => {
                     failures = 0;
                     self.last_job_count = Some(st.job_count);
                     self.rec.steps[idx].job_count = Some(st.job_count);
                     progress.update(st.job_count, st.is_active, Duration::from_secs_f64(left.max(0.0)));
+                    // Say which tasks hold the drain up, each time the count changes.
+                    if st.job_count > 0 && listed_at != Some(st.job_count) {
+                        listed_at = Some(st.job_count);
+                        if let Some(tasks) = self.tasks().await
+                            && !tasks.is_empty()
+                        {
+                            progress.finish();
+                            let list: Vec<String> = tasks.iter().map(|t| t.describe()).collect();
+                            tracing::info!("running on this cell: {}", list.join("; "));
+                        }
+                    }
                     self.advance(Event::Observed {
                         drained: st.is_drained(),
                     })?;
@@ -284,22 +371,36 @@ impl Runner {
             if left <= 0.0 && self.seen_drained() == 0 {
                 progress.finish();
                 let jobs = self.last_job_count.unwrap_or(0);
-                let action = self.rec.options.on_deadline;
+                let action = if canceling {
+                    self.rec.options.after_cancel
+                } else {
+                    self.rec.options.on_deadline
+                };
+                let what = if canceling {
+                    "grace period after cancelling ended"
+                } else {
+                    "deadline reached"
+                };
                 let _ = self.end(
                     idx,
                     StepStatus::Failed,
-                    Some(format!(
-                        "deadline reached with {jobs} job(s) running; action: {action:?}"
-                    )),
+                    Some(format!("{what} with {jobs} job(s) running; action: {action:?}")),
                 );
-                tracing::warn!("deadline reached with {jobs} job(s) still running: {action:?}");
+                tracing::warn!("{what} with {jobs} job(s) still running: {action:?}");
+                if canceling {
+                    self.tasks_not_canceled = self.tasks().await.map(|t| t.iter().map(|t| t.describe()).collect());
+                }
                 if action == DeadlineAction::Force {
                     self.jobs_remaining = Some(match self.tool.status_verbose().await {
                         Ok((_, jobs)) => jobs,
                         Err(e) => vec![format!("(could not list them: {e})")],
                     });
                 }
-                return self.advance(Event::DeadlineReached(action));
+                return self.advance(if canceling {
+                    Event::GraceExpired(action)
+                } else {
+                    Event::DeadlineReached(action)
+                });
             }
             let pause = if self.seen_drained() > 0 {
                 d.confirm_interval
@@ -406,7 +507,7 @@ impl Runner {
             let r = match self.rec.phase {
                 Phase::Start | Phase::Preflighted => self.prepare(d).await,
                 Phase::Prepared => self.quiesce().await,
-                Phase::Waiting { .. } => self.wait(d).await,
+                Phase::Waiting { .. } | Phase::Canceling { .. } => self.wait(d).await,
                 Phase::Drained if d.shutdown => self.advance(Event::BeginShutdown),
                 Phase::Drained => self.advance(Event::StopHere),
                 Phase::ShuttingDown { .. } => self.shutdown().await,
@@ -475,6 +576,7 @@ impl Runner {
         report.before = self.rec.before.clone();
         report.steps = self.rec.steps.clone();
         report.jobs_remaining = self.jobs_remaining.clone();
+        report.tasks_not_canceled = self.tasks_not_canceled.clone();
         report.outcome = self.rec.outcome.clone().unwrap_or_default();
         let shut_down = self.step_done(Step::Shutdown) && self.step_done(Step::StopService);
         report.cell_left = Some(
@@ -528,6 +630,40 @@ impl Runner {
             (Ok(()), Err(e)) => Err(e.into()),
             (r, _) => r,
         }
+    }
+}
+
+/// Before any change: are enough other cells serving? Fails closed when the API cannot tell,
+/// unless the operator skipped the guard or allowed taking the last cell.
+pub(crate) async fn redundancy_guard(s: &Settings, allow_last_cell: bool, tool: &CellTool) -> Result<String, Error> {
+    if !s.redundancy_guard {
+        tracing::warn!("redundancy guard skipped: other cells were not checked");
+        return Ok("redundancy guard skipped".into());
+    }
+    let min = s.api.min_active_peers;
+    let verdict = match crate::api::Api::new(&s.api, &s.user, tool.password.clone()) {
+        Err(e) => Err(e.to_string()),
+        Ok(api) => {
+            let r = api.cells().await;
+            api.logout().await;
+            match r {
+                Ok(cells) => crate::api::guard_verdict(&cells, &s.api.cell_name, min),
+                Err(e) => Err(format!(
+                    "cannot list the cells ({e}); the guard fails closed: fix [api] url/ca_file, or pass --skip-redundancy-guard"
+                )),
+            }
+        }
+    };
+    match verdict {
+        Ok(n) => {
+            tracing::info!("redundancy guard: {n} other active cell(s)");
+            Ok(format!("redundancy guard: {n} other active cell(s)"))
+        }
+        Err(msg) if allow_last_cell => {
+            tracing::warn!("--allow-last-cell: going ahead although {msg}");
+            Ok(format!("last cell allowed: {msg}"))
+        }
+        Err(msg) => Err(Error::LastCell(msg)),
     }
 }
 
@@ -586,6 +722,7 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
                 report.service = Some(svc);
                 return Ok(());
             };
+            let guard = redundancy_guard(s, d.allow_last_cell, &tool).await?;
             tracing::info!(
                 job_count = st.job_count,
                 is_active = st.is_active,
@@ -602,9 +739,11 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
                 vcd_home: s.vcd_home.display().to_string(),
                 started_at: now.clone(),
                 deadline_unix: unix_now() + d.deadline.as_secs_f64(),
+                cancel_deadline_unix: None,
                 options: RunOptions {
                     deadline_secs: d.deadline.as_secs(),
                     on_deadline: d.on_deadline,
+                    after_cancel: d.after_cancel,
                     maintenance: d.maintenance,
                     shutdown: d.shutdown,
                 },
@@ -621,7 +760,7 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
                     started_at: now.clone(),
                     ended_at: Some(now_rfc3339()),
                     job_count: Some(st.job_count),
-                    detail: None,
+                    detail: Some(guard),
                 }],
                 outcome: None,
                 ended_at: None,
@@ -629,7 +768,7 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
             }
         }
     };
-    let mut r = Runner::new(journal, tool, service, rec, sig);
+    let mut r = Runner::new(journal, tool, service, rec, sig, &s.api);
     let first = if r.rec.phase == Phase::Start {
         Event::PreflightPassed
     } else {
@@ -643,6 +782,9 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
         );
     }
     r.run(d).await;
+    if let Some(api) = &r.api {
+        api.logout().await;
+    }
     r.conclude(report)
 }
 
@@ -689,7 +831,7 @@ async fn resume_inner(s: &Settings, sig: SignalWatch, report: &mut Report) -> Re
         )));
     }
     tracing::info!(run_id = %rec.run_id, phase = ?rec.phase, "undoing the recorded run");
-    let mut r = Runner::new(journal, tool, service, rec, sig);
+    let mut r = Runner::new(journal, tool, service, rec, sig, &s.api);
     r.advance(Event::UndoRequested)?;
     match r.rollback().await {
         Ok(()) => {}
@@ -737,6 +879,20 @@ async fn status_inner(s: &Settings) -> Result<Report, Error> {
         None
     };
     let mut rep = Report::new("status").with_status(st, svc);
+    if svc == ServiceState::Running {
+        // Best effort: status must work when the API does not.
+        let tool = cell_tool(s)?;
+        match crate::api::Api::new(&s.api, &s.user, tool.password.clone()) {
+            Ok(api) => {
+                match api.running_tasks().await {
+                    Ok(t) => rep.tasks = Some(t),
+                    Err(e) => rep.tasks_error = Some(e.to_string()),
+                }
+                api.logout().await;
+            }
+            Err(e) => rep.tasks_error = Some(e.to_string()),
+        }
+    }
     rep.recorded_run = Some(recorded);
     Ok(rep)
 }

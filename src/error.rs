@@ -28,6 +28,7 @@ pub mod code {
     pub const DEADLINE: i32 = 10;
     pub const ROLLBACK_INCOMPLETE: i32 = 11;
     pub const CONFLICT: i32 = 12;
+    pub const LAST_CELL: i32 = 13;
     pub const PACKAGE: i32 = 20;
     pub const INSTALL: i32 = 21;
     pub const UNHEALTHY: i32 = 22;
@@ -84,6 +85,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::CONFLICT,
         "conflict",
         "a recorded run or the cell's state does not allow this command now",
+    ),
+    (
+        code::LAST_CELL,
+        "last-cell",
+        "redundancy guard: too few other active cells, or the API could not tell (fails closed)",
     ),
     (
         code::PACKAGE,
@@ -168,6 +174,8 @@ pub enum Error {
     DbUpgrade(InstallError),
     #[error(transparent)]
     Health(#[from] HealthError),
+    #[error("redundancy guard: {0}")]
+    LastCell(String),
     #[error("{0}")]
     Undelivered(String),
     #[error("internal error: {0}")]
@@ -197,6 +205,7 @@ impl Error {
             Error::DbUpgrade(_) => code::DB_UPGRADE,
             Error::Health(HealthError::Setup(_)) => code::CONFIG,
             Error::Health(_) => code::UNHEALTHY,
+            Error::LastCell(_) => code::LAST_CELL,
             Error::Undelivered(_) => code::UNDELIVERED,
             Error::Internal(_) => code::INTERNAL,
         }

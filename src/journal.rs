@@ -81,6 +81,7 @@ pub enum Step {
     StartService,
     Health,
     MaintenanceOff,
+    CancelTasks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,12 +122,21 @@ pub struct Before {
 pub enum DeadlineAction {
     Abort,
     Force,
+    /// Cancel this cell's running tasks through the API, wait a grace period, then `after_cancel`.
+    Cancel,
+}
+
+fn default_after_cancel() -> DeadlineAction {
+    DeadlineAction::Abort
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunOptions {
     pub deadline_secs: u64,
     pub on_deadline: DeadlineAction,
+    /// With `cancel`: abort or force when the grace period ends with jobs still running.
+    #[serde(default = "default_after_cancel")]
+    pub after_cancel: DeadlineAction,
     pub maintenance: bool,
     pub shutdown: bool,
 }
@@ -142,6 +152,9 @@ pub struct RunRecord {
     pub started_at: String,
     /// Absolute deadline (unix seconds): a continued run keeps the original one.
     pub deadline_unix: f64,
+    /// End of the grace period after cancelling tasks (unix seconds).
+    #[serde(default)]
+    pub cancel_deadline_unix: Option<f64>,
     pub options: RunOptions,
     #[serde(default)]
     pub before: Option<Before>,
@@ -405,9 +418,11 @@ mod tests {
             vcd_home: "/x".into(),
             started_at: now_rfc3339(),
             deadline_unix: 0.0,
+            cancel_deadline_unix: None,
             options: RunOptions {
                 deadline_secs: 1,
                 on_deadline: DeadlineAction::Abort,
+                after_cancel: DeadlineAction::Abort,
                 maintenance: true,
                 shutdown: true,
             },

@@ -2,6 +2,7 @@
 //!
 //! `main.rs` only calls [`run`]; each concern lives in its own module.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -57,6 +57,10 @@ pub enum Phase {
     Waiting {
         seen_drained: u8,
     },
+    /// The deadline passed with `cancel`: tasks were cancelled; waiting out the grace period.
+    Canceling {
+        seen_drained: u8,
+    },
     Drained,
     ShuttingDown {
         forced: bool,
@@ -81,6 +85,8 @@ pub enum Event {
         drained: bool,
     },
     DeadlineReached(DeadlineAction),
+    /// The grace period after cancelling ended with jobs left: abort or force.
+    GraceExpired(DeadlineAction),
     /// `--no-shutdown`: stop once drained.
     StopHere,
     BeginShutdown,
@@ -144,6 +150,19 @@ impl Phase {
                 }
             }
             (P::Waiting { .. }, E::Observed { drained: false }) => P::Waiting { seen_drained: 0 },
+            (P::Canceling { seen_drained }, E::Observed { drained: true }) => {
+                if seen_drained + 1 >= DRAINED_CONFIRMATIONS {
+                    P::Drained
+                } else {
+                    P::Canceling {
+                        seen_drained: seen_drained + 1,
+                    }
+                }
+            }
+            (P::Canceling { .. }, E::Observed { drained: false }) => P::Canceling { seen_drained: 0 },
+            (P::Waiting { .. }, E::DeadlineReached(DeadlineAction::Cancel)) => P::Canceling { seen_drained: 0 },
+            (P::Canceling { .. }, E::GraceExpired(DeadlineAction::Abort)) => P::RollingBack { cause: Cause::Deadline },
+            (P::Canceling { .. }, E::GraceExpired(DeadlineAction::Force)) => P::ShuttingDown { forced: true },
             (P::Waiting { .. }, E::DeadlineReached(DeadlineAction::Abort)) => P::RollingBack { cause: Cause::Deadline },
             (P::Waiting { .. }, E::DeadlineReached(DeadlineAction::Force)) => P::ShuttingDown { forced: true },
             (P::Drained, E::StopHere) => P::Done {
@@ -271,6 +290,30 @@ mod tests {
     }
 
     #[test]
+    fn cancel_then_grace() {
+        use Event::*;
+        let w = run(&[PreflightPassed, Prepared, Quiesced]);
+        let c = w.next(DeadlineReached(DeadlineAction::Cancel)).unwrap();
+        assert_eq!(c, Phase::Canceling { seen_drained: 0 });
+        let d = c
+            .next(Observed { drained: true })
+            .unwrap()
+            .next(Observed { drained: true })
+            .unwrap();
+        assert_eq!(d, Phase::Drained);
+        assert_eq!(
+            c.next(GraceExpired(DeadlineAction::Abort)).unwrap(),
+            Phase::RollingBack { cause: Cause::Deadline }
+        );
+        assert_eq!(
+            c.next(GraceExpired(DeadlineAction::Force)).unwrap(),
+            Phase::ShuttingDown { forced: true }
+        );
+        // Only from Canceling.
+        assert!(w.next(GraceExpired(DeadlineAction::Force)).is_err());
+    }
+
+    #[test]
     fn signal_during_shutdown_finishes_the_step() {
         use Event::*;
         let p = run(&[
@@ -299,6 +342,9 @@ mod tests {
             any::<bool>().prop_map(|d| Observed { drained: d }),
             Just(DeadlineReached(DeadlineAction::Abort)),
             Just(DeadlineReached(DeadlineAction::Force)),
+            Just(DeadlineReached(DeadlineAction::Cancel)),
+            Just(GraceExpired(DeadlineAction::Abort)),
+            Just(GraceExpired(DeadlineAction::Force)),
             Just(StopHere),
             Just(BeginShutdown),
             Just(CellShutDown),
@@ -321,7 +367,7 @@ mod tests {
             let mut consecutive = 0u8;
             for e in events {
                 let Ok(n) = p.next(e) else {
-                    let observed_in_wait = matches!(p, Phase::Waiting { .. }) && matches!(e, Event::Observed { .. });
+                    let observed_in_wait = matches!(p, Phase::Waiting { .. } | Phase::Canceling { .. }) && matches!(e, Event::Observed { .. });
                     prop_assert!(!observed_in_wait, "a poll result was refused while waiting");
                     continue;
                 };
@@ -332,13 +378,16 @@ mod tests {
                     prop_assert!(picked_up, "parked run went to {:?}", n);
                 }
                 match (p, e) {
-                    (Phase::Waiting{..}, Event::Observed{drained: true}) => consecutive += 1,
-                    (Phase::Waiting{..}, Event::Observed{drained: false} | Event::Continued) => consecutive = 0,
+                    (Phase::Waiting{..} | Phase::Canceling{..}, Event::Observed{drained: true}) => consecutive += 1,
+                    (Phase::Waiting{..} | Phase::Canceling{..}, Event::Observed{drained: false} | Event::Continued) => consecutive = 0,
+                    (_, Event::DeadlineReached(DeadlineAction::Cancel)) => consecutive = 0,
                     _ => {}
                 }
                 if let Phase::ShuttingDown { forced } = n && !p.shutdown_begun() {
                     if forced {
-                        prop_assert_eq!(e, Event::DeadlineReached(DeadlineAction::Force));
+                        let forced_by_choice = e == Event::DeadlineReached(DeadlineAction::Force)
+                            || (matches!(p, Phase::Canceling { .. }) && e == Event::GraceExpired(DeadlineAction::Force));
+                        prop_assert!(forced_by_choice, "forced shutdown on {:?} in {:?}", e, p);
                     } else {
                         prop_assert_eq!(p, Phase::Drained);
                         prop_assert!(consecutive >= DRAINED_CONFIRMATIONS);

@@ -87,6 +87,14 @@ pub struct Report {
     pub steps: Vec<StepRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs_remaining: Option<Vec<String>>,
+    /// With `--on-deadline cancel`: tasks still running when the grace period ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_not_canceled: Option<Vec<String>>,
+    /// `status`: this cell's running tasks from the API (operation, owner, started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<crate::api::TaskInfo>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_error: Option<String>,
     // `status` fields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_count: Option<Option<u64>>,
@@ -135,6 +143,9 @@ impl Report {
             before: None,
             steps: vec![],
             jobs_remaining: None,
+            tasks_not_canceled: None,
+            tasks: None,
+            tasks_error: None,
             job_count: None,
             is_active: None,
             in_maintenance: None,
@@ -219,6 +230,17 @@ impl Report {
             "maintenance:  {}\n",
             opt(self.in_maintenance.map(|v| v.map(|b| b.to_string())))
         ));
+        match (&self.tasks, &self.tasks_error) {
+            (Some(t), _) if t.is_empty() => s.push_str("tasks:        none running on this cell\n"),
+            (Some(t), _) => {
+                s.push_str(&format!("tasks:        {} running on this cell\n", t.len()));
+                for task in t {
+                    s.push_str(&format!("  {}\n", task.describe()));
+                }
+            }
+            (None, Some(e)) => s.push_str(&format!("tasks:        unknown ({e})\n")),
+            (None, None) => {}
+        }
         match self.recorded_run.as_ref().and_then(|r| r.as_ref()) {
             Some(r) => s.push_str(&format!(
                 "recorded run: {} ({}, phase {:?}, started {}, pid {}): `cellctl drain` continues it, `cellctl resume` undoes it\n",

@@ -454,6 +454,10 @@ async fn new_record(
             (None, svc)
         }
     };
+    let guard = match (&o.drain, st) {
+        (Some(d), Some(_)) => Some(drain::redundancy_guard(s, d.allow_last_cell, tool).await?),
+        _ => None,
+    };
     let now = now_rfc3339();
     let stage = if st.is_some() { Stage::Drain } else { Stage::Install };
     let d = o.drain.as_ref();
@@ -473,9 +477,11 @@ async fn new_record(
         vcd_home: s.vcd_home.display().to_string(),
         started_at: now.clone(),
         deadline_unix: unix_now() + d.map(|d| d.deadline.as_secs_f64()).unwrap_or(0.0),
+        cancel_deadline_unix: None,
         options: RunOptions {
             deadline_secs: d.map(|d| d.deadline.as_secs()).unwrap_or(0),
             on_deadline: d.map(|d| d.on_deadline).unwrap_or(DeadlineAction::Abort),
+            after_cancel: d.map(|d| d.after_cancel).unwrap_or(DeadlineAction::Abort),
             maintenance: d.is_some_and(|d| d.maintenance),
             shutdown: true,
         },
@@ -502,7 +508,7 @@ async fn new_record(
             detail: if st.is_none() {
                 Some(format!("service {} already stopped", service.name))
             } else {
-                None
+                guard
             },
         }],
         outcome: None,
@@ -576,7 +582,7 @@ async fn upgrade_inner(s: &Settings, o: &UpgradeOptions, sig: SignalWatch, repor
         }
         None => new_record(s, o, &tool, &service, report).await?,
     };
-    let mut r = Runner::new(journal, tool, service, rec, sig);
+    let mut r = Runner::new(journal, tool, service, rec, sig, &s.api);
     r.save()?;
     let mut result = Ok(());
     loop {
@@ -611,6 +617,9 @@ async fn upgrade_inner(s: &Settings, o: &UpgradeOptions, sig: SignalWatch, repor
             result = Err(e);
             break;
         }
+    }
+    if let Some(api) = &r.api {
+        api.logout().await;
     }
     conclude(r, report, result)
 }

@@ -37,6 +37,17 @@ impl Cell {
     /// A running cell; `extra` are `cellsim create` options.
     pub fn new(extra: &[&str]) -> Cell {
         let tmp = tempfile::tempdir().unwrap();
+        Self::create(tmp, extra)
+    }
+
+    /// A cell of a group (cells sharing `group` see each other through the API).
+    pub fn in_group(group: &Path, name: &str, extra: &[&str]) -> Cell {
+        let mut args = vec!["--group", group.to_str().unwrap(), "--name", name];
+        args.extend_from_slice(extra);
+        Self::create(tempfile::tempdir().unwrap(), &args)
+    }
+
+    fn create(tmp: tempfile::TempDir, extra: &[&str]) -> Cell {
         let dir = tmp.path().join("vcd");
         let out = Command::new(cellsim_bin())
             .arg("create")
@@ -125,6 +136,10 @@ impl Cell {
                 c.env_remove(k);
             }
         }
+        // Most tests have no API: skip the guard, and point task listing at a closed port so it
+        // fails at once. tests/api.rs sets up the simulated API instead.
+        c.env("CELLCTL_SKIP_REDUNDANCY_GUARD", "1")
+            .env("CELLCTL_API_URL", "http://127.0.0.1:9");
         c.arg("--vcd-home")
             .arg(&self.dir)
             .arg("--systemctl")
@@ -266,6 +281,9 @@ pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 pub struct Served {
     child: Child,
     pub url: String,
+    /// The TLS listener (REST API) and the CA that signs its certificate.
+    pub https: String,
+    pub ca: PathBuf,
 }
 
 impl Drop for Served {
@@ -286,18 +304,21 @@ impl Cell {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut url = String::new();
+        let mut v = Value::Null;
         wait_for("cellsim serve to listen", || {
             let Ok(t) = std::fs::read_to_string(self.dir.join("sim/serve.json")) else {
                 return false;
             };
-            let Ok(v) = serde_json::from_str::<Value>(&t) else {
-                return false;
-            };
-            url = v["http"].as_str().unwrap_or("").to_string();
-            !url.is_empty()
+            v = serde_json::from_str::<Value>(&t).unwrap_or(Value::Null);
+            v["http"].is_string() && v["https"].is_string()
         });
-        Served { child, url }
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        Served {
+            child,
+            url: s("http"),
+            https: s("https"),
+            ca: PathBuf::from(s("ca")),
+        }
     }
 
     /// A simulated installer for this cell, with its `.sha256` beside it.
@@ -326,6 +347,26 @@ impl Cell {
         )
         .unwrap();
         path
+    }
+
+    /// cellctl wired to the simulated API (guard on), as `name` in the group.
+    pub fn api_cmd(&self, served: &Served, name: &str) -> Command {
+        let mut c = self.cellctl();
+        c.env_remove("CELLCTL_SKIP_REDUNDANCY_GUARD")
+            .env("CELLCTL_API_URL", &served.https)
+            .env("CELLCTL_API_CA_FILE", &served.ca)
+            .env("CELLCTL_CELL_NAME", name);
+        c
+    }
+
+    /// The API request log of the served cell.
+    pub fn http_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("sim/http.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// cellctl wired for install/upgrade: the sim's systemd-run stand-in and version command, the
