@@ -1,0 +1,7 @@
+# cellctl %postun ($1 = 0 on erase, 1 on upgrade). Makes systemd forget removed or replaced unit
+# files, and nothing more: it never stops or disables a unit. /var/lib/cellctl (run records and
+# reports) is left in place.
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || :
+fi
+exit 0
