@@ -125,6 +125,8 @@ pub struct DrainFile {
     pub maintenance: Option<bool>,
     pub shutdown: Option<bool>,
     pub poll_interval: Option<String>,
+    /// How often the API's task list is read between tool polls.
+    pub signal_interval: Option<String>,
 }
 
 /// Resolved settings shared by every command.
@@ -184,7 +186,11 @@ pub struct DrainSettings {
     pub allow_last_cell: bool,
     pub maintenance: bool,
     pub shutdown: bool,
-    pub poll_interval: Duration,
+    /// Time between vendor-tool polls; None: 30s while the API's task list answers between
+    /// polls, 10s when it does not.
+    pub poll_interval: Option<Duration>,
+    /// Time between API task-list reads (the cheap signal) between tool polls.
+    pub signal_interval: Duration,
     /// Time between the two observations that confirm "drained".
     pub confirm_interval: Duration,
 }
@@ -395,10 +401,12 @@ pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> R
         None => dur(path, "drain.deadline", &f.drain.deadline)?.unwrap_or(Duration::from_secs(30 * 60)),
     };
     let poll_interval = match a.poll_interval {
-        Some(d) => d.into(),
-        None => dur(path, "drain.poll_interval", &f.drain.poll_interval)?.unwrap_or(Duration::from_secs(10)),
+        Some(d) => Some(d.into()),
+        None => dur(path, "drain.poll_interval", &f.drain.poll_interval)?,
     };
-    if poll_interval.is_zero() {
+    let signal_interval =
+        dur(path, "drain.signal_interval", &f.drain.signal_interval)?.unwrap_or(Duration::from_secs(1));
+    if poll_interval.is_some_and(|p| p.is_zero()) || signal_interval.is_zero() {
         return Err(ConfigError::Invalid(
             "poll interval must be more than 0 (it would busy-wait on the cell)".into(),
         ));
@@ -427,7 +435,8 @@ pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> R
         maintenance: !a.no_maintenance && f.drain.maintenance.unwrap_or(true),
         shutdown: !a.no_shutdown && f.drain.shutdown.unwrap_or(true),
         poll_interval,
-        confirm_interval: poll_interval.min(Duration::from_secs(2)),
+        signal_interval,
+        confirm_interval: poll_interval.unwrap_or(Duration::MAX).min(Duration::from_secs(2)),
     })
 }
 

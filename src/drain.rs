@@ -24,6 +24,10 @@ use crate::vendor::{CellStatus, CellTool, ToolError};
 /// Consecutive failed status polls tolerated while waiting (a JVM hiccup is not a reason to
 /// give up a long drain; a cell that stopped answering is).
 const MAX_POLL_FAILURES: u32 = 3;
+/// Tool polls while waiting: while the API's task list answers in between, the tool (a JVM
+/// start each time) is asked twice a minute; without that signal, every 10 seconds.
+const TOOL_POLL_WITH_SIGNALS: Duration = Duration::from_secs(30);
+const TOOL_POLL_ALONE: Duration = Duration::from_secs(10);
 /// How long the service may take to report stopped after `systemctl stop`.
 const STOP_SETTLE: Duration = Duration::from_secs(60);
 
@@ -77,6 +81,10 @@ pub(crate) struct Runner {
     pub(crate) api: Option<std::sync::Arc<crate::api::Api>>,
     pub(crate) api_settings: crate::api::ApiSettings,
     api_warned: bool,
+    /// The API's task list answered; false: fall back to polling the tool alone.
+    api_ok: bool,
+    /// The last tool poll was brought forward by a hint.
+    hint_pending: bool,
     tasks_not_canceled: Option<Vec<String>>,
     /// The first error, reported at the end even after a successful rollback.
     pub(crate) failure: Option<Error>,
@@ -112,6 +120,8 @@ impl Runner {
             api,
             api_settings: api_settings.clone(),
             api_warned: false,
+            api_ok: true,
+            hint_pending: false,
             tasks_not_canceled: None,
             failure: None,
             rollback_error: None,
@@ -257,6 +267,7 @@ impl Runner {
         match api.running_tasks().await {
             Ok(t) => Some(t),
             Err(e) => {
+                self.api_ok = false;
                 if !self.api_warned {
                     let hint = match &e {
                         crate::api::ApiError::Status { status: 503, .. } => {
@@ -314,7 +325,8 @@ impl Runner {
         };
         let mut progress = Progress::new();
         let mut failures = 0u32;
-        let mut listed_at: Option<u64> = None;
+        let mut listed: Option<usize> = None;
+        let mut hint_refuted_at: Option<u64> = None;
         let mut sig = self.sig.clone();
         loop {
             let polled = tokio::select! {
@@ -329,17 +341,10 @@ impl Runner {
                     self.last_job_count = Some(st.job_count);
                     self.rec.steps[idx].job_count = Some(st.job_count);
                     progress.update(st.job_count, st.is_active, Duration::from_secs_f64(left.max(0.0)));
-                    // Say which tasks hold the drain up, each time the count changes.
-                    if st.job_count > 0 && listed_at != Some(st.job_count) {
-                        listed_at = Some(st.job_count);
-                        if let Some(tasks) = self.tasks().await
-                            && !tasks.is_empty()
-                        {
-                            progress.finish();
-                            let list: Vec<String> = tasks.iter().map(|t| t.describe()).collect();
-                            tracing::info!("running on this cell: {}", list.join("; "));
-                        }
+                    if self.hint_pending && !st.is_drained() {
+                        hint_refuted_at = Some(st.job_count);
                     }
+                    self.hint_pending = false;
                     self.advance(Event::Observed {
                         drained: st.is_drained(),
                     })?;
@@ -402,17 +407,64 @@ impl Runner {
                     Event::DeadlineReached(action)
                 });
             }
-            let pause = if self.seen_drained() > 0 {
+            // Until the next tool poll, read the API's task list (cheap for the cell: no JVM) every
+            // signal_interval. When it shows no task on this cell, that is a first sighting, and
+            // the tool is asked at once: the tool's answer alone can complete "drained".
+            let gap = if self.seen_drained() > 0 || self.last_job_count == Some(0) {
+                // Is Active lags the count (quiesce takes effect after a moment): ask again soon.
                 d.confirm_interval
             } else {
-                d.poll_interval
+                d.poll_interval.unwrap_or(if self.api_ok {
+                    TOOL_POLL_WITH_SIGNALS
+                } else {
+                    TOOL_POLL_ALONE
+                })
             };
-            let pause = pause.min(Duration::from_secs_f64(left.max(0.0)));
-            tokio::select! {
-                biased;
-                _ = sig.received() => { progress.finish(); return self.advance(Event::Interrupt); }
-                _ = tokio::time::sleep(pause) => {}
+            let polled_at = tokio::time::Instant::now();
+            let mut next_tool = polled_at + gap.min(Duration::from_secs_f64(left.max(0.0)));
+            // A hint the tool contradicted is not believed again until the count moves.
+            let armed = self.last_job_count.is_some_and(|n| n > 0) && hint_refuted_at != self.last_job_count;
+            let mut hinted = false;
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= next_tool {
+                    break;
+                }
+                let use_api = armed && self.api_ok && self.api.is_some();
+                let nap = if use_api {
+                    d.signal_interval.min(next_tool - now)
+                } else {
+                    next_tool - now
+                };
+                tokio::select! {
+                    biased;
+                    _ = sig.received() => { progress.finish(); return self.advance(Event::Interrupt); }
+                    _ = tokio::time::sleep(nap) => {}
+                }
+                if !use_api || tokio::time::Instant::now() >= next_tool {
+                    continue;
+                }
+                match self.tasks().await {
+                    Some(t) => {
+                        if listed != Some(t.len()) {
+                            listed = Some(t.len());
+                            if !t.is_empty() {
+                                progress.finish();
+                                let list: Vec<String> = t.iter().map(|t| t.describe()).collect();
+                                tracing::info!("running on this cell: {}", list.join("; "));
+                            }
+                        }
+                        if t.is_empty() {
+                            self.advance(Event::Hint { drained: true })?;
+                            hinted = true;
+                            break;
+                        }
+                    }
+                    // No signal: fall back to polling the tool alone, at its own pace.
+                    None => next_tool = next_tool.min(polled_at + d.poll_interval.unwrap_or(TOOL_POLL_ALONE)),
+                }
             }
+            self.hint_pending = hinted;
         }
     }
 

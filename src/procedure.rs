@@ -85,6 +85,11 @@ pub enum Event {
         drained: bool,
     },
     DeadlineReached(DeadlineAction),
+    /// A cheap signal (the API's task list for this cell) between tool polls. It may count as
+    /// the first "drained" sighting, never the last: only the tool shows `Is Active`.
+    Hint {
+        drained: bool,
+    },
     /// The grace period after cancelling ended with jobs left: abort or force.
     GraceExpired(DeadlineAction),
     /// `--no-shutdown`: stop once drained.
@@ -160,6 +165,14 @@ impl Phase {
                 }
             }
             (P::Canceling { .. }, E::Observed { drained: false }) => P::Canceling { seen_drained: 0 },
+            (P::Waiting { seen_drained }, E::Hint { drained: true }) => P::Waiting {
+                seen_drained: seen_drained.max(1),
+            },
+            (P::Canceling { seen_drained }, E::Hint { drained: true }) => P::Canceling {
+                seen_drained: seen_drained.max(1),
+            },
+            (P::Waiting { .. }, E::Hint { drained: false }) => P::Waiting { seen_drained: 0 },
+            (P::Canceling { .. }, E::Hint { drained: false }) => P::Canceling { seen_drained: 0 },
             (P::Waiting { .. }, E::DeadlineReached(DeadlineAction::Cancel)) => P::Canceling { seen_drained: 0 },
             (P::Canceling { .. }, E::GraceExpired(DeadlineAction::Abort)) => P::RollingBack { cause: Cause::Deadline },
             (P::Canceling { .. }, E::GraceExpired(DeadlineAction::Force)) => P::ShuttingDown { forced: true },
@@ -290,6 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_is_a_first_sighting_never_the_last() {
+        use Event::*;
+        let w = run(&[PreflightPassed, Prepared, Quiesced]);
+        let h = w
+            .next(Hint { drained: true })
+            .unwrap()
+            .next(Hint { drained: true })
+            .unwrap();
+        assert_eq!(
+            h,
+            Phase::Waiting { seen_drained: 1 },
+            "hints alone never complete a drain"
+        );
+        assert_eq!(h.next(Observed { drained: true }).unwrap(), Phase::Drained);
+        assert_eq!(
+            h.next(Hint { drained: false }).unwrap(),
+            Phase::Waiting { seen_drained: 0 }
+        );
+    }
+
+    #[test]
     fn cancel_then_grace() {
         use Event::*;
         let w = run(&[PreflightPassed, Prepared, Quiesced]);
@@ -340,6 +374,7 @@ mod tests {
             Just(Prepared),
             Just(Quiesced),
             any::<bool>().prop_map(|d| Observed { drained: d }),
+            any::<bool>().prop_map(|d| Hint { drained: d }),
             Just(DeadlineReached(DeadlineAction::Abort)),
             Just(DeadlineReached(DeadlineAction::Force)),
             Just(DeadlineReached(DeadlineAction::Cancel)),
@@ -377,8 +412,13 @@ mod tests {
                     let picked_up = matches!(n, Phase::Waiting { seen_drained: 0 } | Phase::RollingBack { .. });
                     prop_assert!(picked_up, "parked run went to {:?}", n);
                 }
+                // Drained is reached only on the tool's own observation.
+                if n == Phase::Drained && !matches!(p, Phase::Drained | Phase::Done { .. }) {
+                    prop_assert_eq!(e, Event::Observed { drained: true });
+                }
                 match (p, e) {
-                    (Phase::Waiting{..} | Phase::Canceling{..}, Event::Observed{drained: true}) => consecutive += 1,
+                    (Phase::Waiting{..} | Phase::Canceling{..}, Event::Observed{drained: true} | Event::Hint{drained: true}) => consecutive += 1,
+                    (Phase::Waiting{..} | Phase::Canceling{..}, Event::Hint{drained: false}) => consecutive = 0,
                     (Phase::Waiting{..} | Phase::Canceling{..}, Event::Observed{drained: false} | Event::Continued) => consecutive = 0,
                     (_, Event::DeadlineReached(DeadlineAction::Cancel)) => consecutive = 0,
                     _ => {}

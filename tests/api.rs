@@ -266,9 +266,7 @@ fn expired_token_mid_run_logs_in_again() {
     let r = run(b.api_cmd(&served, "b").args([
         "--json",
         "drain",
-        "--poll-interval",
-        "200ms",
-        "--deadline",
+                "--deadline",
         "5s",
         "--on-deadline",
         "cancel",
@@ -350,4 +348,22 @@ fn api_faults_make_the_guard_fail_closed_with_a_clear_message() {
         a.sim(&["fault", "clear"]);
     }
     assert_eq!(b.calls_with(&["--quiesce", "true"]), 0);
+}
+
+#[test]
+fn the_task_list_spares_the_tool_and_brings_the_confirming_poll_forward() {
+    let g = Group::new(&["a", "b"]);
+    let b = g.cell("b");
+    b.sim(&["jobs", "add", "--duration", "4s"]);
+    let served = g.cell("a").serve();
+    // Default polling: the tool every 30 s, the API's task list every second in between.
+    let r = run(b.api_cmd(&served, "b").args(["--json", "drain"]));
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "shut_down");
+    // Preflight, the first poll, and the one the empty task list brought forward (which, with
+    // that hint, is the second sighting): no poll every few seconds for 4 s of waiting.
+    let status_calls = b.calls_with(&["--status"]);
+    assert!(status_calls <= 4, "the tool was polled {status_calls} times");
+    let reads = g.cell("a").http_log().iter().filter(|l| l["path"].as_str().unwrap_or("").starts_with("/api/query")).count();
+    assert!(reads >= 2, "the task list was read {reads} times");
 }
