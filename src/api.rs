@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::credentials::Secret;
+use crate::http::error_chain as chain;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -80,16 +81,6 @@ impl TaskInfo {
     }
 }
 
-fn chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
-
 /// The newest API version from `GET /api/versions`.
 pub fn newest_version(v: &Value) -> Option<String> {
     let list = v["versionInfo"].as_array()?;
@@ -152,17 +143,8 @@ pub struct Api {
 
 impl Api {
     pub fn new(s: &ApiSettings, user: &str, password: Secret) -> Result<Api, ApiError> {
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(s.connect_timeout)
-            .timeout(s.timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &s.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| ApiError::Setup(format!("CA file {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| ApiError::Setup(format!("CA file {}: {e}", ca.display())))?;
-            b = b.add_root_certificate(cert);
-        }
-        let client = b.build().map_err(|e| ApiError::Setup(e.to_string()))?;
+        let client =
+            crate::http::client(s.connect_timeout, s.timeout, s.ca_file.as_deref()).map_err(ApiError::Setup)?;
         Ok(Api {
             s: s.clone(),
             client,

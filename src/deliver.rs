@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::credentials::Secret;
+use crate::http::error_chain;
 use crate::journal::{now_rfc3339, write_atomic};
 
 /// One flush at a time: the background event flusher and the end-of-run flush share the outbox.
@@ -187,33 +188,13 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(half + if half > 0 { n % (half + 1) } else { 0 })
 }
 
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
-
 impl Webhook {
     pub fn enabled(&self) -> bool {
         !self.urls.is_empty()
     }
 
     pub fn client(&self) -> Result<reqwest::Client, DeliverError> {
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &self.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| DeliverError::Setup(format!("CA file {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| DeliverError::Setup(format!("CA file {}: {e}", ca.display())))?;
-            b = b.add_root_certificate(cert);
-        }
-        b.build().map_err(|e| DeliverError::Setup(e.to_string()))
+        crate::http::client(self.connect_timeout, self.timeout, self.ca_file.as_deref()).map_err(DeliverError::Setup)
     }
 
     /// Entries for one document, one per URL.

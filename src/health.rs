@@ -24,30 +24,17 @@ pub const UP_BODY: &str = "Service is up.";
 
 impl Health {
     pub fn client(&self) -> Result<reqwest::Client, HealthError> {
-        let mut b = reqwest::Client::builder()
-            .timeout(self.request_timeout)
-            .connect_timeout(self.request_timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &self.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| HealthError::Setup(format!("CA file {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| HealthError::Setup(format!("CA file {}: {e}", ca.display())))?;
-            b = b.add_root_certificate(cert);
-        }
-        b.build().map_err(|e| HealthError::Setup(e.to_string()))
+        crate::http::client(self.request_timeout, self.request_timeout, self.ca_file.as_deref())
+            .map_err(HealthError::Setup)
     }
 
     /// One probe: Ok(()) if healthy, else what the endpoint said.
     pub async fn probe(&self, client: &reqwest::Client) -> Result<(), String> {
-        let resp = client.get(&self.url).send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        let resp = client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| crate::http::error_chain(&e))?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         if status.is_success() && body.contains(UP_BODY) {

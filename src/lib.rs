@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod health;
+pub mod http;
 pub mod install;
 pub mod journal;
 pub mod metrics;

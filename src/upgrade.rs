@@ -39,6 +39,12 @@ pub struct UpgradeOptions {
     pub health_deadline: Duration,
 }
 
+/// The last `n` lines of installer output, on one line (for error messages).
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
 /// Read the installed version with the configured command (None if it cannot be told).
 pub async fn installed_version(s: &Settings) -> Option<String> {
     let (prog, args) = s.install.version_command.split_first()?;
@@ -231,15 +237,7 @@ impl Runner {
                 what: "the installer".into(),
                 unit: unit.clone(),
                 result: st.describe(),
-                tail: tail
-                    .lines()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join(" | "),
+                tail: last_lines(&tail, 3),
             };
             let _ = self.end(idx, StepStatus::Failed, Some(e.to_string()));
             return Err(e.into());
@@ -299,15 +297,7 @@ impl Runner {
                 what: "the database upgrade".into(),
                 unit,
                 result: st.describe(),
-                tail: tail
-                    .lines()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join(" | "),
+                tail: last_lines(&tail, 3),
             };
             let _ = self.end(idx, StepStatus::Failed, Some(e.to_string()));
             return Err(Error::DbUpgrade(e));
