@@ -35,7 +35,7 @@ pub enum InstallError {
         result: String,
         tail: String,
     },
-    #[error("{what} in unit {unit} did not finish within {}; the unit was stopped", humantime::format_duration(*.after))]
+    #[error("{what} in unit {unit} did not finish within {} ([install] timeout); the unit was stopped", humantime::format_duration(*.after))]
     Hung {
         what: String,
         unit: String,
@@ -193,8 +193,26 @@ impl Transient {
         serde_json::from_str(&t).ok()
     }
 
+    /// The systemctl that goes with our systemd-run (beside it, or on PATH): the one that knows
+    /// our transient units, which need not be the cell service's (settable) systemctl.
+    fn unit_systemctl(&self) -> PathBuf {
+        match self.systemd_run.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) if dir.join("systemctl").exists() => dir.join("systemctl"),
+            _ => PathBuf::from("systemctl"),
+        }
+    }
+
+    /// Is the unit still starting or running (before its wrapper wrote a pid file)?
+    async fn unit_active(&self, unit: &str) -> bool {
+        let args = ["show", "--property=ActiveState", "--value", unit];
+        match exec::run(&self.unit_systemctl(), &args, Duration::from_secs(15)).await {
+            Ok(o) if o.success() => matches!(o.stdout.trim(), "active" | "activating" | "deactivating" | "reloading"),
+            _ => false,
+        }
+    }
+
     /// After a crash: did the unit finish, is it still running, or is its fate unknown?
-    pub fn learn(&self, unit: &str) -> Learned {
+    pub async fn learn(&self, unit: &str) -> Learned {
         if let Some(st) = self.read_status(unit) {
             return Learned::Finished(st);
         }
@@ -208,7 +226,11 @@ impl Transient {
                 return Learned::Running(pid);
             }
         }
-        // The wrapper may have died between its last write and the check above.
+        // Started but no pid yet: systemd knows whether the unit is still on its way.
+        if self.unit_active(unit).await {
+            return Learned::Running(0);
+        }
+        // The wrapper may have died between its last write and the checks above.
         match self.read_status(unit) {
             Some(st) => Learned::Finished(st),
             None => Learned::Unknown,
@@ -219,7 +241,7 @@ impl Transient {
     pub async fn wait_for(&self, unit: &str, timeout: Duration, what: &str) -> Result<UnitStatus, InstallError> {
         let until = tokio::time::Instant::now() + timeout;
         loop {
-            match self.learn(unit) {
+            match self.learn(unit).await {
                 Learned::Finished(st) => return Ok(st),
                 Learned::Unknown => return Err(InstallError::Unknown { unit: unit.into() }),
                 Learned::Running(_) if tokio::time::Instant::now() >= until => {

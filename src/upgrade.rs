@@ -166,7 +166,7 @@ impl Runner {
         let previous = self.rec.last(step).map(|s| s.status);
         let mut sig = self.sig.clone();
         let pending = match previous {
-            Some(StepStatus::Started) => match tr.learn(&spec.unit) {
+            Some(StepStatus::Started) => match tr.learn(&spec.unit).await {
                 Learned::Finished(st) => {
                     tracing::info!(unit = %spec.unit, "{what} finished while cellctl was away: {}", st.describe());
                     return Ok(st);
@@ -214,6 +214,17 @@ impl Runner {
         self.rec.steps.iter().rposition(|s| s.step == step).expect("step begun")
     }
 
+    /// A unit killed by a signal after running for its whole limit was stopped by systemd at
+    /// RuntimeMaxSec: that is the configured timeout, and is reported as such.
+    fn timed_out(&self, step: Step, st: &UnitStatus, limit: Duration) -> bool {
+        let started = self
+            .rec
+            .last(step)
+            .and_then(|s| humantime::parse_rfc3339_weak(&s.started_at).ok())
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+        st.signal.is_some() && started.is_some_and(|ran| ran >= limit)
+    }
+
     async fn install_stage(&mut self, s: &Settings, o: &UpgradeOptions, tr: &Transient) -> Result<(), Error> {
         let pkg = self.up().package.clone();
         if pkg.kind == Kind::VmwareBin {
@@ -232,6 +243,15 @@ impl Runner {
         let tail = self.tool.password.redact(&tr.tail(&unit));
         self.up_mut().installer_tail = Some(tail.clone());
         let idx = self.last_idx(Step::Install);
+        if self.timed_out(Step::Install, &st, s.install.timeout) {
+            let e = InstallError::Hung {
+                what: "the installer".into(),
+                unit: unit.clone(),
+                after: s.install.timeout,
+            };
+            let _ = self.end(idx, StepStatus::Failed, Some(e.to_string()));
+            return Err(e.into());
+        }
         if !st.success() {
             let e = InstallError::Failed {
                 what: "the installer".into(),
@@ -291,6 +311,15 @@ impl Runner {
         };
         let st = self.unit_result(Step::DbUpgrade, spec, tr, o.pkg.retry_install).await?;
         let idx = self.last_idx(Step::DbUpgrade);
+        if self.timed_out(Step::DbUpgrade, &st, s.install.timeout) {
+            let e = InstallError::Hung {
+                what: "the database upgrade".into(),
+                unit,
+                after: s.install.timeout,
+            };
+            let _ = self.end(idx, StepStatus::Failed, Some(e.to_string()));
+            return Err(Error::DbUpgrade(e));
+        }
         if !st.success() {
             let tail = self.tool.password.redact(&tr.tail(&unit));
             let e = InstallError::Failed {

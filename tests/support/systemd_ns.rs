@@ -866,6 +866,11 @@ fi
 # 7. cgroup2, rooted at this cgroup namespace, i.e. the harness's dedicated cgroup.
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
 
+# 8. Shared propagation inside, as PID 1 sets up on a host: systemd mounts a unit's credentials
+# in a child mount namespace, and with private mounts LoadCredential= silently yields an empty
+# $CREDENTIALS_DIRECTORY. Safe: --propagation=private already cut every link to the host's mounts.
+mount --make-rshared /
+
 log "mounts ready, waiting for the harness"
 echo ready
 read -r go
