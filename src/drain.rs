@@ -546,6 +546,30 @@ impl Runner {
         self.advance(Event::RolledBack)
     }
 
+    /// A continued run re-applies the changes its record says it made, before trusting them: if
+    /// the state directory failed during a rollback, the record may say "quiesced" of a cell
+    /// that was quiesced and then released. Both changes are idempotent.
+    pub(crate) async fn reassert(&mut self) -> Result<(), Error> {
+        if !self.rec.phase.before_shutdown()
+            && self.rec.phase
+                != (Phase::Done {
+                    outcome: Outcome::Drained,
+                })
+        {
+            return Ok(());
+        }
+        let done = |r: &RunRecord, step| matches!(r.last(step).map(|s| s.status), Some(StepStatus::Done));
+        if done(&self.rec, Step::MaintenanceOn) && self.rec.holds_change(Step::MaintenanceOn, Step::UndoMaintenance) {
+            tracing::info!("continuing: re-applying the recorded maintenance message");
+            self.tool.maintenance_on().await?;
+        }
+        if done(&self.rec, Step::Quiesce) && self.rec.holds_change(Step::Quiesce, Step::UndoQuiesce) {
+            tracing::info!("continuing: re-applying the recorded quiesce");
+            self.tool.quiesce(true).await?;
+        }
+        Ok(())
+    }
+
     /// Drive the recorded run from its phase to an end (or to a failure that keeps its phase).
     pub(crate) async fn run(&mut self, d: &DrainSettings) {
         loop {
@@ -649,7 +673,7 @@ impl Runner {
             return Err(Error::Interrupted {
                 signal: sig,
                 name: signals::name(sig),
-                shutdown_done: true,
+                state: "shutdown had begun and was completed".into(),
             });
         }
         let result = match outcome {
@@ -663,7 +687,7 @@ impl Runner {
                 Err(Error::Interrupted {
                     signal: sig,
                     name: signals::name(sig),
-                    shutdown_done: false,
+                    state: "this run's changes were undone".into(),
                 })
             }
             Some(Outcome::Failed) => Err(self
@@ -755,6 +779,7 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
                 });
             if d.deadline_explicit || parked {
                 rec.deadline_unix = unix_now() + d.deadline.as_secs_f64();
+                rec.options.deadline_secs = d.deadline.as_secs();
             }
             rec.options.on_deadline = d.on_deadline;
             rec.options.shutdown = d.shutdown;
@@ -828,6 +853,9 @@ async fn drain_inner(s: &Settings, d: &DrainSettings, sig: SignalWatch, report: 
     };
     // The first write of the journal: before any change is made.
     r.advance(first)?;
+    if first == Event::Continued {
+        r.reassert().await?;
+    }
     if r.rec.in_maintenance_unknown() && d.maintenance {
         tracing::warn!(
             "this cell does not report its maintenance state; the message will be left on if the run is undone"

@@ -160,11 +160,12 @@ pub enum Error {
     RollbackIncomplete(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("interrupted by {name}{}", if *.shutdown_done { "; shutdown had begun and was completed" } else { "; this run's changes were undone" })]
+    #[error("interrupted by {name}; {state}")]
     Interrupted {
         signal: i32,
         name: &'static str,
-        shutdown_done: bool,
+        /// What is true of the cell now, and what to do about it.
+        state: String,
     },
     #[error(transparent)]
     Package(#[from] PackageError),
@@ -242,7 +243,7 @@ mod tests {
         let e = Error::Interrupted {
             signal: 15,
             name: "SIGTERM",
-            shutdown_done: false,
+            state: "this run's changes were undone".into(),
         };
         assert_eq!(e.exit_code(), code::SIGTERM);
         assert_eq!(e.kind(), "terminated");

@@ -205,7 +205,11 @@ impl Runner {
         }
         tokio::select! {
             biased;
-            s = sig.received() => Err(Error::Interrupted { signal: s, name: signals::name(s), shutdown_done: true }),
+            s = sig.received() => Err(Error::Interrupted {
+                signal: s,
+                name: signals::name(s),
+                state: format!("{what} runs on in unit {}: rerun `cellctl upgrade` to pick up its result", spec.unit),
+            }),
             r = fut => r.map_err(wrap),
         }
     }
@@ -395,7 +399,15 @@ pub async fn start_and_wait(
         }
         // A cell that came up showing the maintenance message answers 503 for ever: once it
         // answers the tool, check and turn the message off.
-        if !maintenance_checked && let Ok(st) = tool.status().await {
+        let polled = if maintenance_checked {
+            None
+        } else {
+            Some(tool.status().await)
+        };
+        if let Some(Err(e @ crate::vendor::ToolError::Rejected { .. })) = polled {
+            break Err(e.into());
+        }
+        if let Some(Ok(st)) = polled {
             maintenance_checked = true;
             if st.in_maintenance == Some(true) {
                 let t1 = now_rfc3339();
@@ -417,7 +429,11 @@ pub async fn start_and_wait(
         }
         tokio::select! {
             biased;
-            sg = sig.received() => break Err(Error::Interrupted { signal: sg, name: signals::name(sg), shutdown_done: false }),
+            sg = sig.received() => break Err(Error::Interrupted {
+                signal: sg,
+                name: signals::name(sg),
+                state: "the cell was started but not yet seen healthy: rerun `cellctl upgrade` (or `cellctl start`) to finish".into(),
+            }),
             _ = tokio::time::sleep(s.health.interval.min(until - now)) => {}
         }
     };
@@ -587,6 +603,7 @@ async fn upgrade_inner(s: &Settings, o: &UpgradeOptions, sig: SignalWatch, repor
                 && d.deadline_explicit
             {
                 rec.deadline_unix = unix_now() + d.deadline.as_secs_f64();
+                rec.options.deadline_secs = d.deadline.as_secs();
             }
             rec
         }
@@ -616,6 +633,7 @@ async fn upgrade_inner(s: &Settings, o: &UpgradeOptions, sig: SignalWatch, repor
                     r.advance(crate::procedure::Event::PreflightPassed)?;
                 } else if !r.rec.phase.is_done() {
                     r.advance(crate::procedure::Event::Continued)?;
+                    r.reassert().await?;
                 }
                 r.run(&d).await;
                 match r.rec.phase {
@@ -626,10 +644,23 @@ async fn upgrade_inner(s: &Settings, o: &UpgradeOptions, sig: SignalWatch, repor
                     _ => return drain_conclusion(r, report),
                 }
             }
+            Stage::Done => break,
+            // A signal that came during the drain's shutdown (which was finished) ends the run
+            // here: no new stage is begun, and the journal says where a rerun picks up.
+            _ if r.sig.pending().is_some() => {
+                let sg = r.sig.pending().expect("checked");
+                Err(Error::Interrupted {
+                    signal: sg,
+                    name: signals::name(sg),
+                    state: format!(
+                        "the cell was shut down; nothing of stage {stage:?} was begun: rerun `cellctl {}` to continue",
+                        o.command
+                    ),
+                })
+            }
             Stage::Install => r.install_stage(s, o, &tr).await,
             Stage::DbUpgrade => r.db_stage(s, o, &tr).await,
             Stage::Start => r.start_stage(s, o).await,
-            Stage::Done => break,
         };
         if let Err(e) = step {
             tracing::error!("{e}");
