@@ -50,6 +50,14 @@ fn cell(extra: &[&str]) -> Cell {
 /// report the skip.
 fn boot(c: &Cell, units: Option<&Path>) -> Option<SystemdNs> {
     let mut options = Options::new().share(c.tmp.path());
+    // The checkout (shipped units, README) and the built binaries may themselves lie under /tmp
+    // (a CI clone, say), which is private inside: make them visible wherever they are.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    options = options.share(repo);
+    let bin_dir = cellctl_bin().parent().expect("binary dir").to_path_buf();
+    if !bin_dir.starts_with(repo) {
+        options = options.share(bin_dir);
+    }
     if let Some(dir) = units {
         options = options.units_dir(dir);
     }
@@ -706,10 +714,13 @@ LoadCredential=vcd-password:{pw}
 # No /var/lib/cellctl: the unit runs as root on the host's file system; state goes to --state-dir.
 StateDirectory=
 # Not a relaxation: PrivateTmp=yes stays, but the test cell lives in a temp dir under /tmp
-# (a production cell is under /opt), which the private /tmp would hide. Bind it back in.
+# (a production cell is under /opt), which the private /tmp would hide; so may the built
+# binaries (a checkout under /tmp). Bind them back in.
 BindPaths={tmp}
+BindPaths={bin_dir}
 ",
         bin = cellctl_bin().display(),
+        bin_dir = cellctl_bin().parent().expect("binary dir").display(),
         args = args.join(" "),
         pw = c.pwfile.display(),
         tmp = c.tmp.path().display(),
