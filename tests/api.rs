@@ -266,7 +266,7 @@ fn expired_token_mid_run_logs_in_again() {
     let r = run(b.api_cmd(&served, "b").args([
         "--json",
         "drain",
-                "--deadline",
+        "--deadline",
         "5s",
         "--on-deadline",
         "cancel",
@@ -364,6 +364,11 @@ fn the_task_list_spares_the_tool_and_brings_the_confirming_poll_forward() {
     // that hint, is the second sighting): no poll every few seconds for 4 s of waiting.
     let status_calls = b.calls_with(&["--status"]);
     assert!(status_calls <= 4, "the tool was polled {status_calls} times");
-    let reads = g.cell("a").http_log().iter().filter(|l| l["path"].as_str().unwrap_or("").starts_with("/api/query")).count();
+    let reads = g
+        .cell("a")
+        .http_log()
+        .iter()
+        .filter(|l| l["path"].as_str().unwrap_or("").starts_with("/api/query"))
+        .count();
     assert!(reads >= 2, "the task list was read {reads} times");
 }
