@@ -130,6 +130,13 @@ impl Cell {
 
     /// A `cellctl` command wired to this cell, isolated from the host's config and environment.
     pub fn cellctl(&self) -> Command {
+        let mut c = self.cellctl_without_password();
+        c.arg("--password-file").arg(&self.pwfile);
+        c
+    }
+
+    /// As [`Cell::cellctl`], but with no password source at all (credential tests).
+    pub fn cellctl_without_password(&self) -> Command {
         let mut c = Command::new(cellctl_bin());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CELLCTL_") || k == "CREDENTIALS_DIRECTORY" || k == "JOURNAL_STREAM" {
@@ -144,8 +151,6 @@ impl Cell {
             .arg(&self.dir)
             .arg("--systemctl")
             .arg(self.dir.join("bin/systemctl"))
-            .arg("--password-file")
-            .arg(&self.pwfile)
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--config")
