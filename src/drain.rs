@@ -329,6 +329,7 @@ impl Runner {
         let mut hint_refuted_at: Option<u64> = None;
         let mut sig = self.sig.clone();
         loop {
+            let call_started = tokio::time::Instant::now();
             let polled = tokio::select! {
                 biased;
                 _ = sig.received() => { progress.finish(); return self.advance(Event::Interrupt); }
@@ -410,18 +411,21 @@ impl Runner {
             // Until the next tool poll, read the API's task list (cheap for the cell: no JVM) every
             // signal_interval. When it shows no task on this cell, that is a first sighting, and
             // the tool is asked at once: the tool's answer alone can complete "drained".
-            let gap = if self.seen_drained() > 0 || self.last_job_count == Some(0) {
-                // Is Active lags the count (quiesce takes effect after a moment): ask again soon.
-                d.confirm_interval
-            } else {
-                d.poll_interval.unwrap_or(if self.api_ok {
-                    TOOL_POLL_WITH_SIGNALS
-                } else {
-                    TOOL_POLL_ALONE
-                })
-            };
             let polled_at = tokio::time::Instant::now();
-            let mut next_tool = polled_at + gap.min(Duration::from_secs_f64(left.max(0.0)));
+            let next = if self.seen_drained() > 0 || self.last_job_count == Some(0) {
+                // The confirming poll (or, as Is Active lags the count, the next one): the two
+                // sightings are spaced from the start of the last call, so a tool that takes
+                // seconds to start (a JVM) has spaced them already and is asked again at once.
+                call_started + d.confirm_interval
+            } else {
+                polled_at
+                    + d.poll_interval.unwrap_or(if self.api_ok {
+                        TOOL_POLL_WITH_SIGNALS
+                    } else {
+                        TOOL_POLL_ALONE
+                    })
+            };
+            let mut next_tool = next.min(polled_at + Duration::from_secs_f64(left.max(0.0)));
             // A hint the tool contradicted is not believed again until the count moves.
             let armed = self.last_job_count.is_some_and(|n| n > 0) && hint_refuted_at != self.last_job_count;
             let mut hinted = false;

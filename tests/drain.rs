@@ -252,21 +252,7 @@ fn wrong_password_changes_nothing() {
 #[test]
 fn no_password_and_no_terminal_is_a_clear_error() {
     let c = cell(&[]);
-    let out = std::process::Command::new(cellctl_bin())
-        .args(["--vcd-home"])
-        .arg(&c.dir)
-        .arg("--systemctl")
-        .arg(c.dir.join("bin/systemctl"))
-        .arg("--state-dir")
-        .arg(&c.state)
-        .arg("--config")
-        .arg(&c.config)
-        .arg("drain")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("CELLCTL_PASSWORD_FILE")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = c.cellctl_without_password().arg("drain").output().unwrap();
     let r = Run::from(out);
     r.assert_code(6);
     assert!(r.stderr.contains("--password-file"), "{}", r.stderr);
@@ -289,18 +275,8 @@ fn systemd_credential_is_accepted() {
     let creds = c.tmp.path().join("creds");
     std::fs::create_dir(&creds).unwrap();
     std::fs::write(creds.join("vcd-password"), PASSWORD).unwrap();
-    let mut cmd = std::process::Command::new(cellctl_bin());
-    cmd.arg("--vcd-home")
-        .arg(&c.dir)
-        .arg("--systemctl")
-        .arg(c.dir.join("bin/systemctl"))
-        .arg("--state-dir")
-        .arg(&c.state)
-        .arg("--config")
-        .arg(&c.config)
-        .args(["--json", "status"])
-        .env("CREDENTIALS_DIRECTORY", &creds)
-        .stdin(std::process::Stdio::null());
+    let mut cmd = c.cellctl_without_password();
+    cmd.args(["--json", "status"]).env("CREDENTIALS_DIRECTORY", &creds);
     let r = Run::from(cmd.output().unwrap());
     r.assert_code(0);
     assert_eq!(r.json()["job_count"], 0);
@@ -478,4 +454,28 @@ fn exit_codes_are_documented_in_help() {
             "README lacks exit code {code} {name}"
         );
     }
+}
+
+#[test]
+fn the_two_drained_sightings_are_spaced_in_time() {
+    // A slow tool (1 s per call) on an idle cell: the confirming poll may follow at once in
+    // wall-clock terms, but the two sightings' calls start at least the confirm interval (2 s)
+    // apart, so "seen twice" never means twice in the same instant.
+    let c = cell(&["--latency", "1s"]);
+    let r = c.run(&["--json", "drain", "--poll-interval", "5s"]);
+    r.assert_code(0);
+    let starts: Vec<std::time::SystemTime> = c
+        .invocations()
+        .iter()
+        .filter(|i| i["argv"].as_array().unwrap().iter().any(|a| a == "--status"))
+        .map(|i| humantime::parse_rfc3339_weak(i["at"].as_str().unwrap()).unwrap())
+        .collect();
+    // Preflight, then the two sightings.
+    assert!(starts.len() >= 3, "{starts:?}");
+    let last_two = &starts[starts.len() - 2..];
+    let gap = last_two[1].duration_since(last_two[0]).unwrap();
+    assert!(
+        gap >= std::time::Duration::from_millis(1990),
+        "sightings only {gap:?} apart"
+    );
 }
