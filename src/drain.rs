@@ -882,12 +882,7 @@ impl RunRecord {
 pub async fn drain(s: &Settings, d: &DrainSettings, sig: SignalWatch) -> (Report, Result<(), Error>) {
     let mut report = Report::new("drain");
     let r = drain_inner(s, d, sig, &mut report).await;
-    if let Err(e) = &r {
-        report.fail(e);
-        if report.cell_left.is_none() {
-            report.cell_left = Some("unchanged".into());
-        }
-    }
+    report.settle(&r);
     (report, r)
 }
 

@@ -165,6 +165,17 @@ impl Report {
         r
     }
 
+    /// End a run that may have changed the cell: on failure, record the error, and unless the
+    /// run said otherwise, the cell was left as found.
+    pub fn settle(&mut self, r: &Result<(), Error>) {
+        if let Err(e) = r {
+            self.fail(e);
+            if self.cell_left.is_none() {
+                self.cell_left = Some("unchanged".into());
+            }
+        }
+    }
+
     pub fn fail(&mut self, e: &Error) {
         if self.outcome == "ok" {
             self.outcome = "failed".into();

@@ -737,12 +737,7 @@ fn conclude(mut r: Runner, report: &mut Report, result: Result<(), Error>) -> Re
 pub async fn upgrade(s: &Settings, o: &UpgradeOptions, sig: SignalWatch) -> (Report, Result<(), Error>) {
     let mut report = Report::new(o.command);
     let r = upgrade_inner(s, o, sig, &mut report).await;
-    if let Err(e) = &r {
-        report.fail(e);
-        if report.cell_left.is_none() {
-            report.cell_left = Some("unchanged".into());
-        }
-    }
+    report.settle(&r);
     (report, r)
 }
 
