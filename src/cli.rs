@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::journal::DeadlineAction;
+use crate::model::phase::DeadlineAction;
 
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CELLCTL_GIT_COMMIT"), ")");
 
 fn after_help() -> String {
     format!(
         "{}\nWith --json every command prints exactly one JSON document on stdout; human output goes to stderr.",
-        crate::error::exit_code_help()
+        crate::model::exit::help()
     )
 }
 

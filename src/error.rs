@@ -4,138 +4,35 @@
 
 use std::time::Duration;
 
+use crate::adapters::api::GuardRefusal;
+use crate::adapters::credentials::CredentialError;
+use crate::adapters::health::HealthError;
+use crate::adapters::install::InstallError;
+use crate::adapters::package::PackageError;
+use crate::adapters::service::ServiceError;
+use crate::adapters::vendor::ToolError;
 use crate::config::ConfigError;
-use crate::credentials::CredentialError;
-use crate::health::HealthError;
-use crate::install::InstallError;
-use crate::journal::JournalError;
-use crate::package::PackageError;
-use crate::service::ServiceError;
-use crate::vendor::ToolError;
+use crate::store::journal::JournalError;
 
-/// Exit codes, stable. Rendered into `--help` and mirrored in README.md.
-pub mod code {
-    pub const OK: i32 = 0;
-    pub const INTERNAL: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const CONFIG: i32 = 3;
-    pub const LOCKED: i32 = 4;
-    pub const PRECHECK: i32 = 5;
-    pub const CREDENTIALS: i32 = 6;
-    pub const VENDOR_TOOL: i32 = 7;
-    pub const SERVICE: i32 = 8;
-    pub const STATE: i32 = 9;
-    pub const DEADLINE: i32 = 10;
-    pub const ROLLBACK_INCOMPLETE: i32 = 11;
-    pub const CONFLICT: i32 = 12;
-    pub const LAST_CELL: i32 = 13;
-    pub const PACKAGE: i32 = 20;
-    pub const INSTALL: i32 = 21;
-    pub const UNHEALTHY: i32 = 22;
-    pub const DB_UPGRADE: i32 = 23;
-    pub const UNDELIVERED: i32 = 24;
-    pub const SIGHUP: i32 = 129;
-    pub const SIGINT: i32 = 130;
-    pub const SIGTERM: i32 = 143;
-}
+pub use crate::model::exit::{EXIT_CODES, code};
 
-/// (code, name, meaning): the documented table.
-pub const EXIT_CODES: &[(i32, &str, &str)] = &[
-    (
-        code::OK,
-        "ok",
-        "done: drained/shut down/resumed as asked (also `forced`)",
-    ),
-    (
-        code::INTERNAL,
-        "internal",
-        "unexpected internal error (a bug): see the message",
-    ),
-    (code::USAGE, "usage", "bad command line"),
-    (code::CONFIG, "config", "bad config file or CELLCTL_* value"),
-    (code::LOCKED, "locked", "another cellctl run holds this cell's lock"),
-    (code::PRECHECK, "precheck", "preflight failed; nothing was changed"),
-    (
-        code::CREDENTIALS,
-        "credentials",
-        "password missing, unsafe file mode, or rejected",
-    ),
-    (
-        code::VENDOR_TOOL,
-        "vendor-tool",
-        "cell-management-tool failed, hung or printed no status",
-    ),
-    (
-        code::SERVICE,
-        "service",
-        "the service manager failed or the service did not stop",
-    ),
-    (code::STATE, "state", "state directory or journal unwritable/corrupt"),
-    (
-        code::DEADLINE,
-        "deadline",
-        "deadline reached; this run's changes were undone",
-    ),
-    (
-        code::ROLLBACK_INCOMPLETE,
-        "rollback-incomplete",
-        "could not undo this run's changes; journal kept, run `cellctl resume`",
-    ),
-    (
-        code::CONFLICT,
-        "conflict",
-        "a recorded run or the cell's state does not allow this command now",
-    ),
-    (
-        code::LAST_CELL,
-        "last-cell",
-        "redundancy guard: too few other active cells, or the API could not tell (fails closed)",
-    ),
-    (
-        code::PACKAGE,
-        "package",
-        "package refused before anything changed: file, mode, checksum, type or version",
-    ),
-    (
-        code::INSTALL,
-        "install",
-        "the installer failed, hung, or the installed version did not change",
-    ),
-    (
-        code::UNHEALTHY,
-        "unhealthy",
-        "the cell did not answer healthy by the deadline after start",
-    ),
-    (code::DB_UPGRADE, "db-upgrade", "the database upgrade tool failed"),
-    (
-        code::UNDELIVERED,
-        "undelivered",
-        "report flush: some reports are still queued or were rejected by the receiver",
-    ),
-    (
-        code::SIGHUP,
-        "hangup",
-        "SIGHUP (terminal gone); changes undone unless shutdown had begun",
-    ),
-    (
-        code::SIGINT,
-        "interrupted",
-        "SIGINT; changes undone unless shutdown had begun",
-    ),
-    (
-        code::SIGTERM,
-        "terminated",
-        "SIGTERM; changes undone unless shutdown had begun",
-    ),
-];
-
-/// Render the exit-code table for `--help` and the man page.
-pub fn exit_code_help() -> String {
-    let mut s = String::from("Exit codes:\n");
-    for (c, name, what) in EXIT_CODES {
-        s.push_str(&format!("  {c:>3}  {name:<20} {what}\n"));
-    }
-    s
+/// Why a preflight refused, before anything was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Precheck {
+    #[error("{path} is not an executable file; check --vcd-home")]
+    NotExecutable { path: String },
+    #[error("{path} is missing ({source}); check --vcd-home")]
+    Missing {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("service {service} is starting or stopping; wait until it settles")]
+    Changing { service: String },
+    #[error("{path} not found: installers run in a transient systemd unit; check --systemd-run")]
+    NoSystemdRun { path: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +42,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("preflight failed, nothing changed: {0}")]
-    Precheck(String),
+    Precheck(#[from] Precheck),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
     #[error(transparent)]
@@ -176,7 +73,7 @@ pub enum Error {
     #[error(transparent)]
     Health(#[from] HealthError),
     #[error("redundancy guard: {0}")]
-    LastCell(String),
+    LastCell(#[from] GuardRefusal),
     #[error("{0}")]
     Undelivered(String),
     #[error("internal error: {0}")]
@@ -214,12 +111,7 @@ impl Error {
 
     /// A short stable name for the error class, used in JSON output.
     pub fn kind(&self) -> &'static str {
-        let c = self.exit_code();
-        EXIT_CODES
-            .iter()
-            .find(|(k, _, _)| *k == c)
-            .map(|(_, n, _)| *n)
-            .unwrap_or("internal")
+        crate::model::exit::name_of(self.exit_code())
     }
 }
 
@@ -228,15 +120,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_are_distinct() {
-        let mut codes: Vec<i32> = EXIT_CODES.iter().map(|(c, _, _)| *c).collect();
-        codes.sort();
-        let n = codes.len();
-        codes.dedup();
-        assert_eq!(n, codes.len(), "duplicate exit code in the table");
-    }
 
     #[test]
     fn signal_exit_codes_follow_shell_convention() {

@@ -1,0 +1,336 @@
+//! The composition root: parse the command line, resolve settings, run the command on the
+//! engine, and end every run the same way (report saved, delivered, metrics written, document
+//! printed). `main.rs` calls [`run`].
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::adapters::host::hostname;
+use crate::adapters::install;
+use crate::adapters::webhook::{self, Outbox};
+use crate::cli::{self, Cli, Command};
+use crate::commands;
+use crate::commands::upgrade::{Upgrade, UpgradeOptions};
+use crate::config::{self, Settings};
+use crate::engine::lifecycle::execute;
+use crate::engine::signals::{self, SignalWatch};
+use crate::error::{Error, code};
+use crate::model::outcome::CommandName;
+use crate::model::time::{Timestamp, new_run_id};
+use crate::output::report::{CellDoc, Report};
+use crate::output::{events, metrics};
+use crate::store::reports;
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CELLCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd stderr already reaches the journal; use one sink, natively if we can.
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let registry = tracing_subscriber::registry().with(filter);
+    if let Some(j) = journald {
+        let _ = registry.with(j).try_init();
+    } else {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .without_time()
+            .compact();
+        let _ = registry.with(fmt).try_init();
+    }
+}
+
+/// The command's name, for the commands that end with a report.
+fn command_name(c: &Command) -> Option<CommandName> {
+    Some(match c {
+        Command::Status => CommandName::Status,
+        Command::Drain(_) => CommandName::Drain,
+        Command::Resume => CommandName::Resume,
+        Command::Install(_) => CommandName::Install,
+        Command::Start(_) => CommandName::Start,
+        Command::Upgrade(_) => CommandName::Upgrade,
+        Command::Report(_) => CommandName::Report,
+        Command::RunLogged { .. } | Command::Man { .. } | Command::Completions { .. } => return None,
+    })
+}
+
+/// Parse arguments, run the command, print its document; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let Some(name) = command_name(&cli.command) else {
+        return tool_command(cli.command);
+    };
+    init_logging();
+    let started_at = Timestamp::now();
+    let (settings, file, path) = match config::resolve(&cli.global) {
+        Ok(x) => x,
+        Err(e) => return config_failed(name, &cli.global, e.into()),
+    };
+    let outbox = settings.webhook.enabled().then(|| {
+        (
+            settings.webhook.clone(),
+            Outbox::new(&settings.state_dir, settings.webhook.outbox_max),
+        )
+    });
+    events::init(settings.events, outbox);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cellctl: cannot start the runtime: {e}");
+            return code::INTERNAL;
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Status => {
+                let (rep, res) = commands::status::status(&settings).await;
+                if !settings.json && res.is_ok() {
+                    print!("{}", rep.status_text());
+                }
+                rep.emit(settings.json);
+                res.map_or_else(|e| e.exit_code(), |()| code::OK)
+            }
+            Command::Report(args) => commands::report::report(&settings, args).await,
+            cmd => run_and_report(name, cmd, &settings, &file, path.as_ref(), started_at).await,
+        }
+    })
+}
+
+fn parse() -> Result<Cli, i32> {
+    let matches = Cli::command().try_get_matches().map_err(|e| {
+        let _ = e.print();
+        match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => code::OK,
+            _ => code::USAGE,
+        }
+    })?;
+    Cli::from_arg_matches(&matches).map_err(|e| {
+        let _ = e.print();
+        code::USAGE
+    })
+}
+
+/// Commands for packaging and the install unit: no config, no logging, so that the wrapper
+/// works even with a broken config mid-upgrade.
+fn tool_command(cmd: Command) -> i32 {
+    match cmd {
+        Command::RunLogged {
+            log,
+            status,
+            pid_file,
+            answers,
+            command,
+        } => {
+            let (program, args) = command.split_first().expect("clap requires the command");
+            install::run_logged(&log, &status, &pid_file, &answers, program, args)
+        }
+        Command::Man { out_dir } => match write_man(&out_dir) {
+            Ok(()) => code::OK,
+            Err(e) => {
+                eprintln!("cellctl: {e}");
+                e.exit_code()
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "cellctl", &mut std::io::stdout());
+            code::OK
+        }
+        _ => code::INTERNAL,
+    }
+}
+
+/// Bad settings: the document says so, and a command that may change the cell still leaves a
+/// record where the operator said state lives.
+fn config_failed(name: CommandName, g: &cli::GlobalArgs, e: Error) -> i32 {
+    let mut rep = Report::failed(name, &e);
+    if name.changes_the_cell() {
+        rep.run_id = Some(new_run_id());
+        if let Some(sd) = &g.state_dir
+            && let Err(err) = rep.save(sd, 50)
+        {
+            tracing::warn!("could not save the report: {err}");
+        }
+    }
+    rep.emit(g.json);
+    e.exit_code()
+}
+
+async fn run_and_report(
+    name: CommandName,
+    cmd: Command,
+    settings: &Settings,
+    file: &config::FileConfig,
+    path: Option<&std::path::PathBuf>,
+    started_at: Timestamp,
+) -> i32 {
+    let sig = match signals::install(name, settings.json, settings.state_dir.display().to_string()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cellctl: cannot handle signals: {e}");
+            return code::INTERNAL;
+        }
+    };
+    write_metrics(settings, None, Some((name.as_str(), &started_at.to_string())));
+    let flusher = tokio::spawn(events::background_flusher(settings.webhook.budget));
+    let (mut rep, res) = run_command(cmd, settings, file, path, sig).await;
+    flusher.abort();
+    rep.started_at.get_or_insert(started_at);
+    finish_run(settings, &mut rep).await;
+    if events::stdout_enabled() {
+        rep.emit(false);
+        events::report(serde_json::to_value(&rep).expect("report serializes"));
+    } else {
+        rep.emit(settings.json);
+    }
+    res.map_or_else(|e| e.exit_code(), |()| code::OK)
+}
+
+fn upgrade_options(
+    command: CommandName,
+    package: Option<std::path::PathBuf>,
+    pkg: cli::PackageArgs,
+    file: &config::FileConfig,
+) -> UpgradeOptions {
+    UpgradeOptions {
+        command,
+        package: package.or_else(|| file.upgrade.package.clone()),
+        pkg: cli::PackageArgs {
+            sha256: pkg.sha256.clone().or_else(|| file.upgrade.sha256.clone()),
+            ..pkg
+        },
+        db_upgrade: false,
+        drain: None,
+        start: false,
+        health_deadline: std::time::Duration::ZERO,
+    }
+}
+
+async fn run_command(
+    cmd: Command,
+    settings: &Settings,
+    file: &config::FileConfig,
+    path: Option<&std::path::PathBuf>,
+    sig: SignalWatch,
+) -> (Report, Result<(), Error>) {
+    let name = command_name(&cmd).unwrap_or(CommandName::Status);
+    let fail = |e: Error| (Report::failed(name, &e), Err(e));
+    let path = path.cloned();
+    match cmd {
+        Command::Drain(args) => match config::resolve_drain(&args, file, &path) {
+            Ok(d) => execute(settings, &commands::drain::Drain(&d), sig).await,
+            Err(e) => fail(e.into()),
+        },
+        Command::Resume => execute(settings, &commands::resume::Resume, sig).await,
+        Command::Install(a) => {
+            let o = UpgradeOptions {
+                health_deadline: settings.health_deadline,
+                ..upgrade_options(CommandName::Install, a.package, a.pkg, file)
+            };
+            execute(settings, &Upgrade(&o), sig).await
+        }
+        Command::Start(a) => {
+            let deadline = a.health_deadline.map_or(settings.health_deadline, Into::into);
+            commands::start::start(settings, deadline, sig).await
+        }
+        Command::Upgrade(a) => {
+            if a.drain.no_shutdown {
+                return fail(Error::Usage(
+                    "upgrade needs the cell shut down: --no-shutdown does not apply".into(),
+                ));
+            }
+            let mut d = match config::resolve_drain(&a.drain, file, &path) {
+                Ok(d) => d,
+                Err(e) => return fail(e.into()),
+            };
+            d.shutdown = true;
+            let o = UpgradeOptions {
+                db_upgrade: a.db_upgrade || file.upgrade.db_upgrade.unwrap_or(false),
+                drain: Some(d),
+                start: true,
+                health_deadline: a.start.health_deadline.map_or(settings.health_deadline, Into::into),
+                ..upgrade_options(CommandName::Upgrade, a.package, a.pkg, file)
+            };
+            execute(settings, &Upgrade(&o), sig).await
+        }
+        other => fail(Error::Internal(format!("{other:?} is not a run command"))),
+    }
+}
+
+/// Every run ends here: the report is saved, delivered (within the budget, through the
+/// outbox, older queued ones too), and the metrics written. Delivery never changes the outcome.
+async fn finish_run(s: &Settings, rep: &mut Report) {
+    let run_id = rep.run_id.get_or_insert_with(new_run_id).clone();
+    // A continued run already has a report from an earlier invocation: this one gets its own id.
+    let report_id = if reports::exists(&s.state_dir, &run_id) {
+        new_run_id()
+    } else {
+        run_id.clone()
+    };
+    rep.report_id = Some(report_id.clone());
+    rep.ended_at.get_or_insert_with(Timestamp::now);
+    rep.cell = Some(CellDoc {
+        host: hostname(),
+        vcd_home: s.vcd_home.display().to_string(),
+        service: s.service.clone(),
+    });
+    if let Err(e) = rep.save(&s.state_dir, s.keep_reports) {
+        tracing::warn!("could not save the report: {e}");
+    }
+    if s.webhook.enabled() {
+        deliver(s, rep, &report_id, &run_id).await;
+        if let Err(e) = rep.save(&s.state_dir, s.keep_reports) {
+            tracing::warn!("could not save the report: {e}");
+        }
+    }
+    write_metrics(s, Some(&serde_json::to_value(&*rep).expect("report serializes")), None);
+}
+
+/// Queue the report for every receiver in the outbox, then flush within the budget.
+async fn deliver(s: &Settings, rep: &mut Report, report_id: &str, run_id: &str) {
+    let outbox = Outbox::new(&s.state_dir, s.webhook.outbox_max);
+    let body = serde_json::to_string(&*rep).expect("report serializes");
+    let mut warnings = vec![];
+    for e in s
+        .webhook
+        .entries_for(&format!("{report_id}-report"), "report", run_id, &body)
+    {
+        if let Err(err) = outbox.push(&e) {
+            tracing::warn!("{err}");
+            warnings.push(err.to_string());
+        }
+    }
+    let _guard = webhook::FLUSH.lock().await;
+    let mut sum = s
+        .webhook
+        .flush(&outbox, tokio::time::Instant::now() + s.webhook.budget)
+        .await;
+    sum.warnings.extend(warnings);
+    if !sum.complete() {
+        tracing::warn!(
+            queued = sum.queued,
+            rejected = sum.rejected.len(),
+            "report delivery incomplete: queued reports go with the next run or `cellctl report flush`"
+        );
+    }
+    rep.delivery = Some(sum);
+}
+
+/// Metrics of this host's runs: `last` is the run just finished, else the newest saved report.
+pub(crate) fn write_metrics(s: &Settings, last: Option<&serde_json::Value>, in_progress: Option<(&str, &str)>) {
+    if let Some(path) = &s.metrics_file {
+        let outbox = Outbox::new(&s.state_dir, s.webhook.outbox_max);
+        metrics::update(path, &s.state_dir, &outbox, last, in_progress);
+    }
+}
+
+fn write_man(dir: &std::path::Path) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Usage(format!("cannot write man page to {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut buf).map_err(io)?;
+    std::fs::write(dir.join("cellctl.1"), buf).map_err(io)
+}

@@ -1,0 +1,64 @@
+//! `cellctl resume`: undo what a recorded (interrupted or `--no-shutdown`) run changed on a
+//! running cell.
+
+use crate::engine::context::Ctx;
+use crate::engine::lifecycle::Procedure;
+use crate::engine::run::Run;
+use crate::engine::{drain, preflight};
+use crate::error::Error;
+use crate::model::outcome::{CellLeft, CommandName, Outcome};
+use crate::model::phase::Event;
+use crate::model::step::ServiceState;
+use crate::output::report::Report;
+use crate::store::record::RunRecord;
+
+pub(crate) struct Resume;
+
+impl Procedure for Resume {
+    fn command(&self) -> CommandName {
+        CommandName::Resume
+    }
+
+    /// A refused `resume` says nothing of a cell another run changed.
+    const LEFT_ON_FAILURE: Option<CellLeft> = None;
+
+    /// Any command's run may be undone while it is in its drain.
+    fn takes_over(&self, _rec: &RunRecord) -> bool {
+        true
+    }
+
+    async fn start(&self, _ctx: &Ctx<'_>, report: &mut Report) -> Result<Option<RunRecord>, Error> {
+        tracing::info!("no recorded run holds changes: nothing to undo");
+        report.outcome = Outcome::NothingToDo;
+        Ok(None)
+    }
+
+    async fn continue_record(&self, ctx: &Ctx<'_>, rec: &mut RunRecord) -> Result<(), Error> {
+        if let Some(up) = rec.upgrade.as_ref().filter(|_| rec.past_drain()) {
+            return Err(Error::Conflict(format!(
+                "run {} is past its drain (stage {}): the cell is being upgraded; `cellctl {}` continues it",
+                rec.run_id, up.stage, rec.command
+            )));
+        }
+        let svc = preflight::service_state(&ctx.service).await?;
+        if svc != ServiceState::Running {
+            return Err(Error::Conflict(format!(
+                "service {} is {svc}: `resume` undoes quiesce and maintenance on a running cell; start it first (systemctl start {}), or run `cellctl drain` to finish the recorded run {}",
+                ctx.s.service, ctx.s.service, rec.run_id
+            )));
+        }
+        tracing::info!(run_id = %rec.run_id, phase = ?rec.phase, "undoing the recorded run");
+        Ok(())
+    }
+
+    async fn enter(&self, _ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        run.drain_event(Event::UndoRequested)
+    }
+
+    async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        if let Err(e) = drain::rollback(ctx, run).await {
+            run.rollback_error = Some(e);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! `cellctl status`: read-only, takes no lock.
+
+use crate::adapters::api::Api;
+use crate::adapters::credentials;
+use crate::adapters::vendor::CellTool;
+use crate::config::Settings;
+use crate::engine::context::service_of;
+use crate::error::Error;
+use crate::model::outcome::CommandName;
+use crate::model::step::ServiceState;
+use crate::output::report::Report;
+use crate::store::journal::Journal;
+
+pub(crate) async fn status(s: &Settings) -> (Report, Result<(), Error>) {
+    match report(s).await {
+        Ok(rep) => (rep, Ok(())),
+        Err(e) => (Report::failed(CommandName::Status, &e), Err(e)),
+    }
+}
+
+async fn report(s: &Settings) -> Result<Report, Error> {
+    let svc = service_of(s).state().await?;
+    // The password is read once (a prompt on a terminal asks once) and only for a running cell.
+    let tool = if svc == ServiceState::Running {
+        let (password, _) = credentials::load(s.password_file.as_deref(), s.credentials_dir.clone(), &s.user)?;
+        Some(CellTool::new(&s.vcd_home, &s.user, password, s.tool_timeout))
+    } else {
+        None
+    };
+    let st = match &tool {
+        Some(t) => Some(t.status().await?),
+        None => None,
+    };
+    let recorded = if s.state_dir.join("current.json").exists() {
+        Journal {
+            dir: s.state_dir.clone(),
+        }
+        .current()?
+        .as_ref()
+        .map(Into::into)
+    } else {
+        None
+    };
+    let mut rep = Report::new(CommandName::Status).with_status(st, svc);
+    if let Some(tool) = tool {
+        // Best effort: status must work when the API does not.
+        match Api::new(&s.api, &s.user, tool.password.clone()) {
+            Ok(api) => {
+                match api.running_tasks().await {
+                    Ok(t) => rep.tasks = Some(t),
+                    Err(e) => rep.tasks_error = Some(e.to_string()),
+                }
+                api.logout().await;
+            }
+            Err(e) => rep.tasks_error = Some(e.to_string()),
+        }
+    }
+    rep.recorded_run = Some(recorded);
+    Ok(rep)
+}

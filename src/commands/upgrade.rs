@@ -1,0 +1,434 @@
+//! `cellctl install` and `cellctl upgrade`: verify the package before the cell is touched,
+//! drain (upgrade), install in a transient unit, optionally upgrade the database, start and
+//! wait until healthy (upgrade). The record's stage says where a rerun picks up.
+
+use std::cmp::Ordering;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::adapters::exec;
+use crate::adapters::install::{InstallError, UnitSpec};
+use crate::adapters::package::{self, Kind, Package, compare_versions};
+use crate::cli::PackageArgs;
+use crate::config::{DrainSettings, Settings};
+use crate::engine::context::Ctx;
+use crate::engine::lifecycle::Procedure;
+use crate::engine::run::{Recorder, Run};
+use crate::engine::units::{self, UnitStep};
+use crate::engine::{drain, health, preflight, signals};
+use crate::error::{Error, Precheck};
+use crate::model::outcome::{CommandName, Outcome};
+use crate::model::phase::{Event, Phase};
+use crate::model::stage::{Stage, StageEvent};
+use crate::model::step::{Before, ServiceState, Step, StepStatus};
+use crate::model::time::{new_run_id, unix_now};
+use crate::output::report::Report;
+use crate::store::record::{RunRecord, UpgradeRecord};
+
+/// What `install` and `upgrade` were asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct UpgradeOptions {
+    pub command: CommandName,
+    pub package: Option<PathBuf>,
+    pub pkg: PackageArgs,
+    pub db_upgrade: bool,
+    /// Drain first (upgrade); None for `install`, which needs a stopped cell.
+    pub drain: Option<DrainSettings>,
+    /// Start and health-check afterwards (upgrade).
+    pub start: bool,
+    pub health_deadline: Duration,
+}
+
+pub(crate) struct Upgrade<'a>(pub &'a UpgradeOptions);
+
+const INSTALL: UnitStep = UnitStep {
+    step: Step::Install,
+    what: "the installer",
+    rerun: "upgrade",
+};
+const DB_UPGRADE: UnitStep = UnitStep {
+    step: Step::DbUpgrade,
+    what: "the database upgrade",
+    rerun: "upgrade",
+};
+
+/// Read the installed version with the configured command (None if it cannot be told).
+pub(crate) async fn installed_version(s: &Settings) -> Option<String> {
+    let (prog, args) = s.install.version_command.split_first()?;
+    let out = exec::run(Path::new(prog), args, s.tool_timeout).await.ok()?;
+    if !out.success() {
+        return None;
+    }
+    out.stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// Is `cmd` runnable (an executable path, or a name found on PATH)?
+fn resolvable(cmd: &Path) -> bool {
+    let exec_ok = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.components().count() > 1 {
+        return exec_ok(cmd);
+    }
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| exec_ok(&d.join(cmd))))
+}
+
+/// The program, arguments, answers and environment that install a package.
+fn install_spec(s: &Settings, pkg: &Package, unit: &str, allow_downgrade: bool) -> Result<UnitSpec, Error> {
+    let path = pkg.path.display().to_string();
+    let mut spec = UnitSpec {
+        unit: unit.to_string(),
+        description: format!("cellctl install {}", pkg.path.display()),
+        program: pkg.path.clone(),
+        args: vec![],
+        answers: vec![],
+        env: vec![],
+        timeout: s.install.timeout,
+    };
+    match pkg.kind {
+        // VMware's scripted installs answer: y = proceed, n = do not run the configure step.
+        Kind::VmwareBin => spec.answers = vec!["y".into(), "n".into()],
+        Kind::Rpm => {
+            spec.program = "rpm".into();
+            spec.args.push("-Uvh".into());
+            if allow_downgrade {
+                spec.args.push("--oldpackage".into());
+            }
+            spec.args.push(path);
+        }
+        Kind::Deb => {
+            spec.program = "dpkg".into();
+            spec.args = vec!["-i".into(), path];
+            spec.env.push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
+        }
+        Kind::Custom => {
+            let cmd = s
+                .install
+                .command
+                .as_ref()
+                .ok_or_else(|| Error::Internal("custom kind without a command".into()))?;
+            let argv: Vec<String> = cmd.iter().map(|a| a.replace("{package}", &path)).collect();
+            spec.program = argv[0].clone().into();
+            spec.args = argv[1..].to_vec();
+        }
+    }
+    Ok(spec)
+}
+
+fn up(run: &Run) -> &UpgradeRecord {
+    run.rec.upgrade.as_ref().expect("an install/upgrade record")
+}
+
+fn up_mut(run: &mut Run) -> &mut UpgradeRecord {
+    run.rec.upgrade.as_mut().expect("an install/upgrade record")
+}
+
+impl Upgrade<'_> {
+    /// The package, before anything else: verified, and newer than what is installed.
+    async fn verified_package(&self, s: &Settings) -> Result<(Package, Option<String>), Error> {
+        let o = self.0;
+        let path = o.package.clone().ok_or_else(|| {
+            Error::Usage(format!(
+                "no package: give `cellctl {} PACKAGE` (or [upgrade] package in the config)",
+                o.command
+            ))
+        })?;
+        let mut pkg = package::verify(&path, o.pkg.sha256.as_deref(), s.install.command.is_some())?;
+        if let Some(v) = &o.pkg.package_version {
+            pkg.version = Some(v.clone());
+        }
+        let before = installed_version(s).await;
+        package::check_versions(before.as_deref(), pkg.version.as_deref(), o.pkg.allow_downgrade)?;
+        if !resolvable(&s.install.systemd_run) {
+            return Err(Precheck::NoSystemdRun {
+                path: s.install.systemd_run.display().to_string(),
+            }
+            .into());
+        }
+        if o.db_upgrade {
+            preflight::check_executable(&s.vcd_home.join("bin/upgrade"))?;
+        }
+        Ok((pkg, before))
+    }
+
+    /// The cell: drained by `upgrade`, found stopped by `install`.
+    async fn cell(&self, ctx: &Ctx<'_>) -> Result<(Option<crate::adapters::vendor::CellStatus>, ServiceState), Error> {
+        if self.0.drain.is_some() {
+            return preflight::cell(&ctx.tool, &ctx.service).await;
+        }
+        let svc = preflight::service_state(&ctx.service).await?;
+        if svc != ServiceState::Stopped {
+            return Err(Error::Conflict(format!(
+                "service {} is {svc}: installing under a running cell would break it; drain first (`cellctl drain`), or use `cellctl upgrade`",
+                ctx.service.name
+            )));
+        }
+        Ok((None, svc))
+    }
+}
+
+impl Procedure for Upgrade<'_> {
+    /// `install` shares the procedure.
+    fn command(&self) -> CommandName {
+        self.0.command
+    }
+
+    /// `install` on a stopped cell never calls the vendor tool, so it needs no password.
+    fn needs_password(&self) -> bool {
+        self.0.drain.is_some() || self.0.start
+    }
+
+    fn takes_over(&self, rec: &RunRecord) -> bool {
+        rec.command == self.0.command && rec.upgrade.is_some()
+    }
+
+    async fn start(&self, ctx: &Ctx<'_>, report: &mut Report) -> Result<Option<RunRecord>, Error> {
+        let o = self.0;
+        let (pkg, version_before) = self.verified_package(ctx.s).await?;
+        let run_id = new_run_id();
+        report.run_id = Some(run_id.clone());
+        let (st, svc) = self.cell(ctx).await?;
+        let guard = match (&o.drain, st) {
+            (Some(d), Some(_)) => Some(preflight::redundancy_guard(ctx.s, d.allow_last_cell, &ctx.tool).await?),
+            _ => None,
+        };
+        tracing::info!(
+            package = %pkg.path.display(),
+            version = pkg.version.as_deref().unwrap_or("?"),
+            installed = version_before.as_deref().unwrap_or("?"),
+            "package verified (sha256 {})",
+            &pkg.sha256[..12]
+        );
+        let before = Before {
+            job_count: st.map_or(0, |s| s.job_count),
+            is_active: st.is_some_and(|s| s.is_active),
+            in_maintenance: st.and_then(|s| s.in_maintenance),
+            service: svc,
+        };
+        let detail = if st.is_none() {
+            Some(format!("service {} already stopped", ctx.service.name))
+        } else {
+            guard
+        };
+        let mut rec = super::drain::new_record(ctx, o.command, run_id.clone(), o.drain.as_ref(), before, detail);
+        rec.upgrade = Some(UpgradeRecord {
+            package: pkg,
+            // A stopped cell has nothing to drain (`enter` records that in its phase).
+            stage: if st.is_some() { Stage::Drain } else { Stage::Install },
+            db_upgrade: o.db_upgrade,
+            start: o.start,
+            allow_downgrade: o.pkg.allow_downgrade,
+            version_before,
+            version_after: None,
+            install_unit: format!("cellctl-install-{run_id}"),
+            db_unit: format!("cellctl-dbupgrade-{run_id}"),
+            installer_tail: None,
+        });
+        Ok(Some(rec))
+    }
+
+    async fn continue_record(&self, _ctx: &Ctx<'_>, rec: &mut RunRecord) -> Result<(), Error> {
+        let o = self.0;
+        let up = rec.upgrade.as_ref().expect("takes_over checked");
+        if let Some(p) = &o.package
+            && p != &up.package.path
+        {
+            return Err(Error::Conflict(format!(
+                "run {} is upgrading with {}, not {}: finish it first (`cellctl {}` with no package or the same one)",
+                rec.run_id,
+                up.package.path.display(),
+                p.display(),
+                o.command
+            )));
+        }
+        if matches!(up.stage, Stage::Drain | Stage::Install) {
+            // The file could have changed while we were away: verify it again.
+            package::verify(
+                &up.package.path,
+                Some(&up.package.sha256),
+                up.package.kind == Kind::Custom,
+            )?;
+        }
+        tracing::info!(run_id = %rec.run_id, stage = %up.stage, "continuing the recorded run from {}", rec.started_at);
+        if let Some(d) = &o.drain
+            && d.deadline_explicit
+        {
+            rec.deadline_unix = unix_now() + d.deadline.as_secs_f64();
+            rec.options.deadline_secs = d.deadline.as_secs();
+        }
+        Ok(())
+    }
+
+    async fn enter(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        if run.rec.phase == Phase::Start && up(run).stage == Stage::Install {
+            run.drain_event(Event::AlreadyStopped)?;
+        }
+        run.save()?;
+        match (up(run).stage, &self.0.drain) {
+            (Stage::Drain, Some(d)) => drain::enter(ctx, run, d.maintenance).await,
+            (Stage::Drain, None) => Err(Error::Internal("drain stage without drain settings".into())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        let o = self.0;
+        let tr = units::transient(ctx.s);
+        loop {
+            let stage = up(run).stage;
+            let r = match stage {
+                Stage::Drain => {
+                    let d = o.drain.as_ref().expect("checked when entering");
+                    drain::drive(ctx, run, d).await;
+                    if !matches!(
+                        run.rec.phase,
+                        Phase::Done {
+                            outcome: Outcome::ShutDown | Outcome::Forced
+                        }
+                    ) {
+                        // Aborted, interrupted, failed: the drain's own conclusion says it all.
+                        return Ok(());
+                    }
+                    run.stage_event(StageEvent::Drained)
+                }
+                Stage::Done => return Ok(()),
+                // A signal that came during the drain's shutdown (which was finished) ends the
+                // run here: no new stage is begun, and the journal says where a rerun picks up.
+                _ if ctx.sig.pending().is_some() => {
+                    let sg = ctx.sig.pending().expect("checked");
+                    Err(Error::Interrupted {
+                        signal: sg,
+                        name: signals::name(sg),
+                        state: format!(
+                            "the cell was shut down; nothing of stage {stage} was begun: rerun `cellctl {}` to continue",
+                            o.command
+                        ),
+                    })
+                }
+                Stage::Install => install_stage(ctx, run, o, &tr).await,
+                Stage::DbUpgrade => db_stage(ctx, run, o, &tr).await,
+                Stage::Start => start_stage(ctx, run, o).await,
+            };
+            if let Err(e) = r {
+                tracing::error!("{e}");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The vendor's instructions: chmod u+x before running the `.bin` installer.
+fn make_runnable(pkg: &Package) -> Result<(), Error> {
+    if pkg.kind != Kind::VmwareBin {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(&pkg.path).map_or(0o644, |m| m.permissions().mode());
+    if mode & 0o100 == 0 {
+        std::fs::set_permissions(&pkg.path, std::fs::Permissions::from_mode(mode | 0o100))
+            .map_err(|e| Error::Install(InstallError::Io(format!("chmod u+x {}: {e}", pkg.path.display()))))?;
+    }
+    Ok(())
+}
+
+/// Why the installed version after a "successful" install does not show an install.
+fn version_problem(before: Option<&str>, after: Option<&str>, allow_downgrade: bool) -> Option<String> {
+    match (before, after) {
+        (_, None) => Some("success reported, but the installed version cannot be read afterwards".to_string()),
+        (Some(b), Some(a)) if compare_versions(a, b) == Ordering::Equal => {
+            Some(format!("success reported, but the installed version is still {a}"))
+        }
+        (Some(b), Some(a)) if compare_versions(a, b) == Ordering::Less && !allow_downgrade => {
+            Some(format!("installed version went down from {b} to {a}"))
+        }
+        _ => None,
+    }
+}
+
+async fn install_stage(
+    ctx: &Ctx<'_>,
+    run: &mut Run,
+    o: &UpgradeOptions,
+    tr: &crate::adapters::install::Transient,
+) -> Result<(), Error> {
+    let s = ctx.s;
+    let pkg = up(run).package.clone();
+    make_runnable(&pkg)?;
+    let unit = up(run).install_unit.clone();
+    let spec = install_spec(s, &pkg, &unit, up(run).allow_downgrade)?;
+    let st = units::unit_result(ctx, run, INSTALL, spec, tr, o.pkg.retry_install).await?;
+    let tail = ctx.tool.password.redact(&tr.tail(&unit));
+    up_mut(run).installer_tail = Some(tail.clone());
+    let idx = units::judge(run, INSTALL, &unit, &st, s.install.timeout, &tail)?;
+    let after = installed_version(s).await;
+    up_mut(run).version_after.clone_from(&after);
+    let before = up(run).version_before.clone();
+    if let Some(result) = version_problem(before.as_deref(), after.as_deref(), up(run).allow_downgrade) {
+        let e = InstallError::Failed {
+            what: INSTALL.what.into(),
+            unit,
+            result,
+            tail: "see installer_tail".into(),
+        };
+        return Err(run.fail_step(idx, e.into()));
+    }
+    tracing::info!(
+        "installed: {} -> {}",
+        before.as_deref().unwrap_or("?"),
+        after.as_deref().unwrap_or("?")
+    );
+    run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", st.describe())))?;
+    run.stage_event(StageEvent::Installed)
+}
+
+async fn db_stage(
+    ctx: &Ctx<'_>,
+    run: &mut Run,
+    o: &UpgradeOptions,
+    tr: &crate::adapters::install::Transient,
+) -> Result<(), Error> {
+    let s = ctx.s;
+    let unit = up(run).db_unit.clone();
+    let spec = UnitSpec {
+        unit: unit.clone(),
+        description: "cellctl database upgrade".into(),
+        program: s.vcd_home.join("bin/upgrade"),
+        args: vec!["--backup-completed".into()],
+        // Yes to "upgrade the database?" and nothing more: any further question (an active
+        // cell found, say) reads end-of-input, which the tool takes as no.
+        answers: vec!["y".into()],
+        env: vec![],
+        timeout: s.install.timeout,
+    };
+    let st = units::unit_result(ctx, run, DB_UPGRADE, spec, tr, o.pkg.retry_install).await?;
+    let tail = ctx.tool.password.redact(&tr.tail(&unit));
+    let idx = units::judge(run, DB_UPGRADE, &unit, &st, s.install.timeout, &tail)?;
+    run.end(idx, StepStatus::Done, None)?;
+    run.stage_event(StageEvent::DbUpgraded)
+}
+
+async fn start_stage(ctx: &Ctx<'_>, run: &mut Run, o: &UpgradeOptions) -> Result<(), Error> {
+    health::start_and_wait(run, &ctx.tool, &ctx.service, ctx.s, o.health_deadline, ctx.sig.clone()).await?;
+    run.stage_event(StageEvent::Started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_install_must_show_in_the_version() {
+        assert!(version_problem(Some("10.5"), None, false).is_some());
+        assert!(version_problem(Some("10.5"), Some("10.5"), false).is_some());
+        assert!(version_problem(Some("10.6"), Some("10.5"), false).is_some());
+        assert!(version_problem(Some("10.6"), Some("10.5"), true).is_none());
+        assert!(version_problem(Some("10.5"), Some("10.6"), false).is_none());
+        assert!(version_problem(None, Some("10.6"), false).is_none());
+    }
+}

@@ -1,0 +1,553 @@
+//! Settings: command-line flag > `CELLCTL_*` environment (both via clap) > config file > default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{DrainArgs, GlobalArgs};
+use crate::model::phase::DeadlineAction;
+
+pub const DEFAULT_CONFIG: &str = "/etc/cellctl/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {detail}; fix the file or point --config elsewhere")]
+    File { path: String, detail: ParseError },
+    #[error("config file {path}: `{key}` = {value:?} is not a duration (e.g. \"30m\", \"90s\")")]
+    Duration {
+        path: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub vcd_home: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub systemctl: Option<PathBuf>,
+    pub service: Option<String>,
+    pub tool_timeout: Option<String>,
+    pub json: Option<bool>,
+    #[serde(default)]
+    pub drain: DrainFile,
+    #[serde(default)]
+    pub install: InstallFile,
+    #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default)]
+    pub upgrade: UpgradeFile,
+    #[serde(default)]
+    pub report: ReportFile,
+    #[serde(default)]
+    pub api: ApiFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub cell_name: Option<String>,
+    /// Other active cells required before this one may be taken down.
+    pub min_active_peers: Option<usize>,
+    /// false = never ask the API (unsafe; as --skip-redundancy-guard).
+    pub redundancy_guard: Option<bool>,
+    pub cancel_concurrency: Option<usize>,
+    pub cancel_grace: Option<String>,
+    /// Items per page when listing cells and tasks (the API allows at most 128).
+    pub page_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFile {
+    /// Webhook receivers: each gets every report (and step events with `events`).
+    pub urls: Option<Vec<String>>,
+    pub ca_file: Option<PathBuf>,
+    /// HMAC-SHA256 signing secret (mode 0600); else $CREDENTIALS_DIRECTORY/report-secret.
+    pub secret_file: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    /// Total time a run spends delivering (bounds how long reporting can hold a cell).
+    pub budget: Option<String>,
+    pub events: Option<bool>,
+    pub outbox_max: Option<usize>,
+    /// Reports kept in STATE_DIR/reports.
+    pub keep: Option<usize>,
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallFile {
+    pub systemd_run: Option<PathBuf>,
+    /// argv printing the installed VCD version on its first line.
+    pub version_command: Option<Vec<String>>,
+    /// argv installing a package (`{package}` is replaced by its path), instead of the built-in ones.
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub deadline: Option<String>,
+    pub interval: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeFile {
+    pub package: Option<PathBuf>,
+    pub sha256: Option<String>,
+    pub db_upgrade: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainFile {
+    pub deadline: Option<String>,
+    pub on_deadline: Option<DeadlineAction>,
+    pub after_cancel: Option<DeadlineAction>,
+    pub allow_last_cell: Option<bool>,
+    pub maintenance: Option<bool>,
+    pub shutdown: Option<bool>,
+    pub poll_interval: Option<String>,
+    /// How often the API's task list is read between tool polls.
+    pub signal_interval: Option<String>,
+}
+
+/// Resolved settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub vcd_home: PathBuf,
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    pub credentials_dir: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub systemctl: PathBuf,
+    pub service: String,
+    pub tool_timeout: Duration,
+    pub json: bool,
+    pub install: InstallSettings,
+    pub health: crate::adapters::health::Health,
+    /// How long a started cell may take to answer healthy.
+    pub health_deadline: Duration,
+    pub webhook: crate::adapters::webhook::Webhook,
+    pub keep_reports: usize,
+    pub metrics_file: Option<PathBuf>,
+    /// `--events`: NDJSON on stdout.
+    pub events: bool,
+    pub api: crate::adapters::api::ApiSettings,
+    /// Ask the API for the other cells before any change (fails closed).
+    pub redundancy_guard: bool,
+}
+
+/// The systemd credential name for the webhook signing secret.
+pub const REPORT_SECRET_CREDENTIAL: &str = "report-secret";
+
+#[derive(Debug, Clone)]
+pub struct InstallSettings {
+    pub systemd_run: PathBuf,
+    pub version_command: Vec<String>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Duration,
+}
+
+/// Where VMware's installer registers the product (an RPM), as the default version source.
+pub const DEFAULT_VERSION_COMMAND: &[&str] = &[
+    "rpm",
+    "-q",
+    "--queryformat",
+    "%{VERSION}-%{RELEASE}\\n",
+    "vmware-vcloud-director-distribution",
+];
+
+#[derive(Debug, Clone)]
+pub struct DrainSettings {
+    pub deadline: Duration,
+    /// Given on this command line (or env): a continued run then gets a fresh deadline.
+    pub deadline_explicit: bool,
+    pub on_deadline: DeadlineAction,
+    pub after_cancel: DeadlineAction,
+    pub cancel_grace: Option<Duration>,
+    pub allow_last_cell: bool,
+    pub maintenance: bool,
+    pub shutdown: bool,
+    /// Time between vendor-tool polls; None: 30s while the API's task list answers between
+    /// polls, 10s when it does not.
+    pub poll_interval: Option<Duration>,
+    /// Time between API task-list reads (the cheap signal) between tool polls.
+    pub signal_interval: Duration,
+    /// Time between the two observations that confirm "drained".
+    pub confirm_interval: Duration,
+}
+
+/// Read the config file. The default path may be absent; an explicit one must exist.
+pub fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok((FileConfig::default(), None)),
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                detail: ParseError::Read(e),
+            });
+        }
+    };
+    let cfg = parse(&text).map_err(|detail| ConfigError::File {
+        path: path.display().to_string(),
+        detail,
+    })?;
+    Ok((cfg, Some(path)))
+}
+
+/// Why a config file could not be used: one line, with the line number where known.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("line {line}: {msg}")]
+    At { line: usize, msg: String },
+    #[error("{0}")]
+    Toml(String),
+}
+
+/// Parse config text.
+pub fn parse(text: &str) -> Result<FileConfig, ParseError> {
+    toml::from_str::<FileConfig>(text).map_err(|e| {
+        let msg = e.message().replace('\n', " ");
+        match e.span() {
+            Some(s) => ParseError::At {
+                line: text[..s.start.min(text.len())].matches('\n').count() + 1,
+                msg,
+            },
+            None => ParseError::Toml(msg),
+        }
+    })
+}
+
+fn dur(path: &Option<PathBuf>, key: &'static str, v: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    v.as_ref()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|_| ConfigError::Duration {
+                path: path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                key,
+                value: s.clone(),
+            })
+        })
+        .transpose()
+}
+
+pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>), ConfigError> {
+    let (f, path) = load_file(g.config.as_deref())?;
+    let tool_timeout = match g.tool_timeout {
+        Some(d) => d.into(),
+        None => dur(&path, "tool_timeout", &f.tool_timeout)?.unwrap_or(Duration::from_secs(300)),
+    };
+    if tool_timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "tool_timeout must be more than 0: every tool call needs a limit".into(),
+        ));
+    }
+    let mut s = Settings {
+        vcd_home: g
+            .vcd_home
+            .clone()
+            .or(f.vcd_home.clone())
+            .unwrap_or_else(|| "/opt/vmware/vcloud-director".into()),
+        user: g
+            .user
+            .clone()
+            .or(f.user.clone())
+            .unwrap_or_else(|| "administrator".into()),
+        password_file: g.password_file.clone().or(f.password_file.clone()),
+        credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        state_dir: g
+            .state_dir
+            .clone()
+            .or(f.state_dir.clone())
+            .unwrap_or_else(|| "/var/lib/cellctl".into()),
+        systemctl: g
+            .systemctl
+            .clone()
+            .or(f.systemctl.clone())
+            .unwrap_or_else(|| "systemctl".into()),
+        service: g
+            .service
+            .clone()
+            .or(f.service.clone())
+            .unwrap_or_else(|| "vmware-vcd".into()),
+        tool_timeout,
+        json: g.json || f.json.unwrap_or(false),
+        install: install_settings(g, &f, &path)?,
+        health: health_settings(g, &f, &path)?,
+        health_deadline: dur(&path, "health.deadline", &f.health.deadline)?.unwrap_or(Duration::from_secs(15 * 60)),
+        webhook: webhook_settings(g, &f, &path)?,
+        keep_reports: f.report.keep.unwrap_or(50).max(1),
+        metrics_file: g.metrics_file.clone().or(f.report.metrics_file.clone()),
+        events: g.events,
+        api: api_settings(g, &f, &path)?,
+        redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
+    };
+    if s.webhook.enabled() {
+        s.webhook.secret = Some(webhook_secret(g, &f, s.credentials_dir.as_deref())?);
+    }
+    Ok((s, f, path))
+}
+
+fn install_settings(g: &GlobalArgs, f: &FileConfig, path: &Option<PathBuf>) -> Result<InstallSettings, ConfigError> {
+    let i = InstallSettings {
+        systemd_run: g
+            .systemd_run
+            .clone()
+            .or(f.install.systemd_run.clone())
+            .unwrap_or_else(|| "systemd-run".into()),
+        version_command: match &g.version_command {
+            Some(c) => c.split_whitespace().map(str::to_string).collect(),
+            None => f
+                .install
+                .version_command
+                .clone()
+                .unwrap_or_else(|| DEFAULT_VERSION_COMMAND.iter().map(|s| s.to_string()).collect()),
+        },
+        command: f.install.command.clone(),
+        timeout: dur(path, "install.timeout", &f.install.timeout)?.unwrap_or(Duration::from_secs(2 * 3600)),
+    };
+    if i.version_command.is_empty() {
+        return Err(ConfigError::Invalid(
+            "install.version_command is empty: give the argv that prints the installed version".into(),
+        ));
+    }
+    if i.command.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(ConfigError::Invalid(
+            "install.command is empty: remove it or give an argv with {package}".into(),
+        ));
+    }
+    Ok(i)
+}
+
+fn health_settings(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    path: &Option<PathBuf>,
+) -> Result<crate::adapters::health::Health, ConfigError> {
+    Ok(crate::adapters::health::Health {
+        url: g
+            .health_url
+            .clone()
+            .or(f.health.url.clone())
+            .unwrap_or_else(default_health_url),
+        ca_file: g.health_ca_file.clone().or(f.health.ca_file.clone()),
+        request_timeout: dur(path, "health.request_timeout", &f.health.request_timeout)?
+            .unwrap_or(Duration::from_secs(10)),
+        interval: dur(path, "health.interval", &f.health.interval)?.unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+fn webhook_settings(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    path: &Option<PathBuf>,
+) -> Result<crate::adapters::webhook::Webhook, ConfigError> {
+    let w = crate::adapters::webhook::Webhook {
+        urls: if g.report_url.is_empty() {
+            f.report.urls.clone().unwrap_or_default()
+        } else {
+            g.report_url.clone()
+        },
+        ca_file: f.report.ca_file.clone(),
+        connect_timeout: dur(path, "report.connect_timeout", &f.report.connect_timeout)?
+            .unwrap_or(Duration::from_secs(5)),
+        timeout: dur(path, "report.timeout", &f.report.timeout)?.unwrap_or(Duration::from_secs(10)),
+        budget: dur(path, "report.budget", &f.report.budget)?.unwrap_or(Duration::from_secs(60)),
+        secret: None,
+        events: f.report.events.unwrap_or(false),
+        outbox_max: f.report.outbox_max.unwrap_or(500),
+    };
+    for u in &w.urls {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            return Err(ConfigError::Invalid(format!("report url {u:?} is not an http(s) URL")));
+        }
+    }
+    Ok(w)
+}
+
+fn api_settings(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    path: &Option<PathBuf>,
+) -> Result<crate::adapters::api::ApiSettings, ConfigError> {
+    Ok(crate::adapters::api::ApiSettings {
+        url: g
+            .api_url
+            .clone()
+            .or(f.api.url.clone())
+            .unwrap_or_else(|| format!("https://{}", crate::adapters::host::hostname())),
+        ca_file: g.api_ca_file.clone().or(f.api.ca_file.clone()),
+        connect_timeout: dur(path, "api.connect_timeout", &f.api.connect_timeout)?.unwrap_or(Duration::from_secs(10)),
+        timeout: dur(path, "api.timeout", &f.api.timeout)?.unwrap_or(Duration::from_secs(30)),
+        cell_name: g
+            .cell_name
+            .clone()
+            .or(f.api.cell_name.clone())
+            .unwrap_or_else(crate::adapters::host::hostname),
+        min_active_peers: f.api.min_active_peers.unwrap_or(1),
+        page_size: f.api.page_size.unwrap_or(128).clamp(1, 128),
+        cancel_concurrency: f.api.cancel_concurrency.unwrap_or(4).max(1),
+        cancel_grace: dur(path, "api.cancel_grace", &f.api.cancel_grace)?.unwrap_or(Duration::from_secs(120)),
+    })
+}
+
+/// The webhook's signing secret: `[report] secret_file` (mode checked), else the systemd
+/// credential.
+fn webhook_secret(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    credentials_dir: Option<&Path>,
+) -> Result<crate::adapters::credentials::Secret, ConfigError> {
+    let secret_file = g.report_secret_file.clone().or(f.report.secret_file.clone());
+    let from_cred = credentials_dir
+        .map(|d| d.join(REPORT_SECRET_CREDENTIAL))
+        .filter(|p| p.exists());
+    let secret = match (secret_file, from_cred) {
+        (Some(p), _) => crate::adapters::credentials::read_secret_file(&p, true),
+        (None, Some(p)) => crate::adapters::credentials::read_secret_file(&p, false),
+        (None, None) => {
+            return Err(ConfigError::Invalid(format!(
+                "report urls are set but there is no signing secret: set [report] secret_file (mode 0600) or LoadCredential={REPORT_SECRET_CREDENTIAL}:FILE"
+            )));
+        }
+    };
+    secret.map_err(|e| ConfigError::Invalid(format!("report signing secret: {e}")))
+}
+
+/// The cell serves its own name's certificate, so the default names this host, not localhost.
+fn default_health_url() -> String {
+    format!("https://{}/cloud/server_status", crate::adapters::host::hostname())
+}
+
+pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> Result<DrainSettings, ConfigError> {
+    let deadline = match a.deadline {
+        Some(d) => d.into(),
+        None => dur(path, "drain.deadline", &f.drain.deadline)?.unwrap_or(Duration::from_secs(30 * 60)),
+    };
+    let poll_interval = match a.poll_interval {
+        Some(d) => Some(d.into()),
+        None => dur(path, "drain.poll_interval", &f.drain.poll_interval)?,
+    };
+    let signal_interval =
+        dur(path, "drain.signal_interval", &f.drain.signal_interval)?.unwrap_or(Duration::from_secs(1));
+    if poll_interval.is_some_and(|p| p.is_zero()) || signal_interval.is_zero() {
+        return Err(ConfigError::Invalid(
+            "poll interval must be more than 0 (it would busy-wait on the cell)".into(),
+        ));
+    }
+    Ok(DrainSettings {
+        deadline,
+        deadline_explicit: a.deadline.is_some(),
+        on_deadline: a
+            .on_deadline
+            .map(Into::into)
+            .or(f.drain.on_deadline)
+            .unwrap_or(DeadlineAction::Abort),
+        after_cancel: match a
+            .after_cancel
+            .map(Into::into)
+            .or(f.drain.after_cancel)
+            .unwrap_or(DeadlineAction::Abort)
+        {
+            DeadlineAction::Cancel => {
+                return Err(ConfigError::Invalid("drain.after_cancel must be abort or force".into()));
+            }
+            x => x,
+        },
+        cancel_grace: a.cancel_grace.map(Into::into),
+        allow_last_cell: a.allow_last_cell || f.drain.allow_last_cell.unwrap_or(false),
+        maintenance: !a.no_maintenance && f.drain.maintenance.unwrap_or(true),
+        shutdown: !a.no_shutdown && f.drain.shutdown.unwrap_or(true),
+        poll_interval,
+        signal_interval,
+        confirm_interval: poll_interval.unwrap_or(Duration::MAX).min(Duration::from_secs(2)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let e = parse("user = \"a\"\nvcd_hom = \"/x\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(e.contains("vcd_hom"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_key_in_section_is_rejected() {
+        assert!(parse("[drain]\ndeadlin = \"1m\"\n").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "user = \"fromfile\"\nservice = \"svc\"\n[drain]\ndeadline = \"5m\"\non_deadline = \"force\"\n",
+        )
+        .unwrap();
+        let g = GlobalArgs {
+            config: Some(p),
+            user: Some("fromflag".into()),
+            ..Default::default()
+        };
+        let (s, f, path) = resolve(&g).unwrap();
+        assert_eq!(s.user, "fromflag");
+        assert_eq!(s.service, "svc");
+        let d = resolve_drain(&DrainArgs::default(), &f, &path).unwrap();
+        assert_eq!(d.deadline, Duration::from_secs(300));
+        assert_eq!(d.on_deadline, DeadlineAction::Force);
+        assert!(!d.deadline_explicit);
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[drain]\ndeadline = \"soon\"\n").unwrap();
+        let g = GlobalArgs {
+            config: Some(p),
+            ..Default::default()
+        };
+        let (_, f, path) = resolve(&g).unwrap();
+        let e = resolve_drain(&DrainArgs::default(), &f, &path).unwrap_err().to_string();
+        assert!(e.contains("drain.deadline") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn explicit_missing_config_is_an_error() {
+        let g = GlobalArgs {
+            config: Some("/nonexistent/cellctl.toml".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&g).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! What a run reads but never changes (as zincati's `UpdateAgentInfo`): the settings, the
+//! clients of the cell's tools, service and API, and the signal watch. What a run changes is
+//! `run::Run`.
+
+use std::sync::Arc;
+
+use crate::adapters::api::Api;
+use crate::adapters::credentials::{self, Secret};
+use crate::adapters::service::Service;
+use crate::adapters::vendor::CellTool;
+use crate::config::Settings;
+use crate::error::Error;
+
+use super::signals::SignalWatch;
+
+pub(crate) struct Ctx<'a> {
+    pub s: &'a Settings,
+    pub tool: CellTool,
+    pub service: Service,
+    /// The group's API (guard, tasks, cancel); None when it cannot be set up.
+    pub api: Option<Arc<Api>>,
+    pub sig: SignalWatch,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(s: &'a Settings, tool: CellTool, sig: SignalWatch) -> Self {
+        let api = Api::new(&s.api, &tool.user, tool.password.clone()).ok().map(Arc::new);
+        Ctx {
+            s,
+            service: service_of(s),
+            tool,
+            api,
+            sig,
+        }
+    }
+}
+
+pub(crate) fn service_of(s: &Settings) -> Service {
+    Service {
+        systemctl: s.systemctl.clone(),
+        name: s.service.clone(),
+        timeout: s.tool_timeout,
+    }
+}
+
+/// Read the password and build the vendor-tool driver.
+pub(crate) fn cell_tool(s: &Settings) -> Result<CellTool, Error> {
+    let (password, _source) = credentials::load(s.password_file.as_deref(), s.credentials_dir.clone(), &s.user)?;
+    Ok(CellTool::new(&s.vcd_home, &s.user, password, s.tool_timeout))
+}
+
+/// The driver for a run that never calls the tool (`install` on a stopped cell): no password.
+pub(crate) fn tool_without_password(s: &Settings) -> CellTool {
+    CellTool::new(&s.vcd_home, &s.user, Secret::new(String::new()), s.tool_timeout)
+}

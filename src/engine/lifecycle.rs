@@ -1,0 +1,271 @@
+//! The one lifecycle of every command that may change the cell:
+//!
+//! 1. open the state directory and take the one-run lock;
+//! 2. continue the recorded run (if the command may) or start a new one after its preflight;
+//! 3. enter the run (its first journal write), then drive its steps;
+//! 4. conclude: outcome and `cell_left` from where the state machine stands, the record
+//!    archived (finished) or kept (to continue or undo), the report filled.
+//!
+//! A command is a [`Procedure`]: it says how to start, how to continue, and its steps.
+
+use crate::error::Error;
+use crate::model::outcome::{CellLeft, CommandName, Outcome};
+use crate::model::phase::Phase;
+use crate::model::stage::Stage;
+use crate::model::step::Step;
+use crate::model::time::Timestamp;
+use crate::output::report::Report;
+use crate::store::journal::Journal;
+use crate::store::record::RunRecord;
+
+use super::context::{Ctx, cell_tool, tool_without_password};
+use super::run::Run;
+use super::signals::{self, SignalWatch};
+use crate::config::Settings;
+
+pub(crate) trait Procedure {
+    /// What a failed report says of the cell when the run did not say: `resume` says nothing.
+    const LEFT_ON_FAILURE: Option<CellLeft> = Some(CellLeft::Unchanged);
+
+    /// The command the lock, the record and the report name.
+    fn command(&self) -> CommandName;
+
+    /// Whether the vendor tool (and so the password) is needed.
+    fn needs_password(&self) -> bool {
+        true
+    }
+
+    /// May this command take over a recorded run? (Default: a run of the same command.)
+    fn takes_over(&self, rec: &RunRecord) -> bool {
+        rec.command == self.command()
+    }
+
+    /// No recorded run: preflight, then the new run's record (None: nothing to do, the report
+    /// says why).
+    async fn start(&self, ctx: &Ctx<'_>, report: &mut Report) -> Result<Option<RunRecord>, Error>;
+
+    /// A recorded run is continued: check and adjust it before anything is done.
+    async fn continue_record(&self, ctx: &Ctx<'_>, rec: &mut RunRecord) -> Result<(), Error>;
+
+    /// The run's first transitions (errors here end the command before its conclusion: the
+    /// record was not changed).
+    async fn enter(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error>;
+
+    /// The steps. Errors of the drain are kept in the run; others are returned.
+    async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error>;
+}
+
+/// Run a procedure from lock to report.
+pub(crate) async fn execute<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch) -> (Report, Result<(), Error>) {
+    let mut report = Report::new(p.command());
+    let r = lifecycle(s, p, sig, &mut report).await;
+    if let Err(e) = &r {
+        report.fail(e);
+        if report.cell_left.is_none() {
+            report.cell_left = P::LEFT_ON_FAILURE;
+        }
+    }
+    (report, r)
+}
+
+async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: &mut Report) -> Result<(), Error> {
+    let journal = Journal::open(&s.state_dir)?;
+    let _lock = journal.lock(p.command())?;
+    let tool = if p.needs_password() {
+        cell_tool(s)?
+    } else {
+        tool_without_password(s)
+    };
+    let ctx = Ctx::new(s, tool, sig);
+    let (rec, persisted) = match journal.current()? {
+        Some(mut rec) => {
+            if !p.takes_over(&rec) {
+                return Err(Error::Conflict(format!(
+                    "a `{}` run ({}) is recorded in {}; finish it with `cellctl {}` or undo it with `cellctl resume`",
+                    rec.command,
+                    rec.run_id,
+                    journal.current_path().display(),
+                    rec.command
+                )));
+            }
+            p.continue_record(&ctx, &mut rec).await?;
+            rec.pid = std::process::id();
+            rec.outcome = None;
+            rec.ended_at = None;
+            (rec, true)
+        }
+        None => match p.start(&ctx, report).await? {
+            Some(rec) => (rec, false),
+            None => return Ok(()),
+        },
+    };
+    let mut run = Run::new(journal, rec, persisted);
+    p.enter(&ctx, &mut run).await?;
+    let result = p.drive(&ctx, &mut run).await;
+    if let Some(api) = &ctx.api {
+        api.logout().await;
+    }
+    conclude(run, report, result, &ctx.sig)
+}
+
+/// How a run ended, from where its state machine stands.
+struct Conclusion {
+    /// Recorded in the journal.
+    outcome: Outcome,
+    /// Said in the report (differs when a signal came after shutdown had begun).
+    reported: Outcome,
+    cell_left: CellLeft,
+    /// Nothing left to continue or undo: archive the record.
+    finished: bool,
+    result: Result<(), Error>,
+}
+
+fn conclude(mut run: Run, report: &mut Report, result: Result<(), Error>, sig: &SignalWatch) -> Result<(), Error> {
+    let c = if run.rec.past_drain() {
+        stage_conclusion(&run.rec, result)
+    } else {
+        drain_conclusion(&mut run, result, sig)
+    };
+    run.rec.outcome = Some(c.outcome);
+    run.rec.ended_at = Some(Timestamp::now());
+    let journal = if c.finished {
+        run.journal.finish(&run.rec)
+    } else {
+        run.journal.save(&run.rec).map(|()| run.journal.current_path())
+    };
+    report.run_id = Some(run.rec.run_id.clone());
+    report.started_at = Some(run.rec.started_at);
+    report.ended_at = run.rec.ended_at;
+    report.before.clone_from(&run.rec.before);
+    report.steps.clone_from(&run.rec.steps);
+    report.jobs_remaining = run.jobs_remaining.take();
+    report.tasks_not_canceled = run.tasks_not_canceled.take();
+    report.upgrade.clone_from(&run.rec.upgrade);
+    report.outcome = c.reported;
+    report.cell_left = Some(c.cell_left);
+    if !c.finished
+        && c.result.is_err()
+        && let Some(up) = &run.rec.upgrade
+        && up.stage != Stage::Drain
+    {
+        tracing::warn!(
+            "the run is kept in {}: rerun `cellctl {}` to continue from stage {}",
+            run.journal.current_path().display(),
+            run.rec.command,
+            up.stage
+        );
+    }
+    // A run that did its job but could not write its record still says so, loudly.
+    match (c.result, journal) {
+        (r, Ok(p)) => {
+            report.journal = Some(p.display().to_string());
+            r
+        }
+        (Ok(()), Err(e)) => Err(e.into()),
+        (Err(r), Err(e)) => {
+            tracing::error!("{e}");
+            Err(r)
+        }
+    }
+}
+
+/// The run ended in (or before the end of) its drain: the phase says how.
+fn drain_conclusion(run: &mut Run, result: Result<(), Error>, sig: &SignalWatch) -> Conclusion {
+    let outcome = match run.rec.phase {
+        Phase::Done { outcome } => Some(outcome),
+        _ => None,
+    };
+    let shut_down = run.step_done(Step::Shutdown) && run.step_done(Step::StopService);
+    let cell_left = match outcome {
+        Some(Outcome::ShutDown | Outcome::Forced) => CellLeft::ShutDown,
+        Some(Outcome::Drained) => CellLeft::Drained,
+        Some(_) => CellLeft::Unchanged,
+        None if shut_down => CellLeft::ShutDown,
+        None => CellLeft::Changed,
+    };
+    let recorded = outcome.unwrap_or(Outcome::Failed);
+    let mut c = Conclusion {
+        outcome: recorded,
+        reported: recorded,
+        cell_left,
+        finished: outcome.is_some_and(|o| o != Outcome::Drained),
+        result: Ok(()),
+    };
+    if let Some(s) = run.late_signal.filter(|_| outcome.is_some()) {
+        c.reported = Outcome::Interrupted;
+        c.result = Err(Error::Interrupted {
+            signal: s,
+            name: signals::name(s),
+            state: "shutdown had begun and was completed".into(),
+        });
+        return c;
+    }
+    c.result = drain_result(run, outcome, result, sig);
+    c
+}
+
+fn drain_result(
+    run: &mut Run,
+    outcome: Option<Outcome>,
+    result: Result<(), Error>,
+    sig: &SignalWatch,
+) -> Result<(), Error> {
+    match outcome {
+        Some(Outcome::Aborted) => Err(Error::Deadline {
+            deadline: std::time::Duration::from_secs(run.rec.options.deadline_secs),
+            jobs: run.last_job_count.unwrap_or(0),
+        }),
+        Some(Outcome::Interrupted) => {
+            let s = sig.pending().unwrap_or(signal_hook::consts::SIGTERM);
+            Err(Error::Interrupted {
+                signal: s,
+                name: signals::name(s),
+                state: "this run's changes were undone".into(),
+            })
+        }
+        Some(Outcome::Failed) => Err(run
+            .failure
+            .take()
+            .unwrap_or_else(|| Error::Internal("failed without an error".into()))),
+        Some(_) => Ok(()),
+        None => match (run.rollback_error.take(), run.failure.take(), result) {
+            (Some(rb), Some(first), _) => Err(Error::RollbackIncomplete(format!("{first}; then {}", inner(&rb)))),
+            (Some(rb), None, _) => Err(rb),
+            (None, Some(first), _) => Err(first),
+            (None, None, Err(e)) => Err(e),
+            (None, None, Ok(())) => Err(Error::Internal("run stopped without an outcome".into())),
+        },
+    }
+}
+
+/// The message of a rollback error without its own prefix (it is nested in another).
+fn inner(e: &Error) -> String {
+    match e {
+        Error::RollbackIncomplete(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The run is past its drain: the stage says how far it got.
+fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
+    let up = rec.upgrade.as_ref().expect("past the drain means an upgrade record");
+    let done = up.stage == Stage::Done;
+    let outcome = match (&result, done) {
+        (Ok(()), true) if rec.command == CommandName::Install => Outcome::Installed,
+        (Ok(()), true) => Outcome::Upgraded,
+        (Err(Error::Interrupted { .. }), _) => Outcome::Interrupted,
+        _ => Outcome::Failed,
+    };
+    let cell_left = match (done, up.start, up.stage) {
+        (true, true, _) => CellLeft::Running,
+        (false, _, Stage::Start) => CellLeft::Changed,
+        _ => CellLeft::ShutDown,
+    };
+    Conclusion {
+        outcome,
+        reported: outcome,
+        cell_left,
+        finished: done,
+        result,
+    }
+}

@@ -1,0 +1,147 @@
+//! The one state machine of a run: every phase and stage change goes through [`Position::next`],
+//! which checks the drain's transitions (`phase.rs`), the upgrade's (`stage.rs`) and the rule
+//! that binds them: nothing is installed before the drain has shut the cell down.
+
+use super::outcome::Outcome;
+use super::phase::{Event, InvalidTransition, Phase};
+use super::stage::{InvalidStage, Plan, Stage, StageEvent};
+
+/// Where a run is: the drain's phase and, for `install`/`upgrade`, the stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub phase: Phase,
+    /// With the plan it follows; None for a plain drain or resume.
+    pub stage: Option<(Stage, Plan)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Drain(Event),
+    Stage(StageEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Phase(#[from] InvalidTransition),
+    #[error(transparent)]
+    Stage(#[from] InvalidStage),
+    #[error("{event:?} needs a run with stages (install or upgrade)")]
+    NoStages { event: StageEvent },
+    #[error("the drain has not shut the cell down (phase {phase:?}): nothing may be installed")]
+    NotShutDown { phase: Phase },
+    #[error("phase {phase:?} cannot change in stage {stage:?}: the drain is over")]
+    DrainOver { phase: Phase, stage: Stage },
+}
+
+impl Position {
+    pub fn next(self, t: Transition) -> Result<Position, Refused> {
+        match t {
+            Transition::Drain(ev) => {
+                // Past its drain a run's phase is final; the one exception is the start of an
+                // install on a cell found stopped, which had nothing to drain.
+                let fresh_install = self.phase == Phase::Start && ev == Event::AlreadyStopped;
+                if let Some((stage, _)) = self.stage
+                    && stage != Stage::Drain
+                    && !(stage == Stage::Install && fresh_install)
+                {
+                    return Err(Refused::DrainOver {
+                        phase: self.phase,
+                        stage,
+                    });
+                }
+                Ok(Position {
+                    phase: self.phase.next(ev)?,
+                    ..self
+                })
+            }
+            Transition::Stage(ev) => {
+                let Some((stage, plan)) = self.stage else {
+                    return Err(Refused::NoStages { event: ev });
+                };
+                let shut_down = matches!(
+                    self.phase,
+                    Phase::Done {
+                        outcome: Outcome::ShutDown | Outcome::Forced
+                    }
+                );
+                if stage == Stage::Drain && !shut_down {
+                    return Err(Refused::NotShutDown { phase: self.phase });
+                }
+                Ok(Position {
+                    stage: Some((stage.next(ev, plan)?, plan)),
+                    ..self
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::phase::DeadlineAction;
+    use proptest::prelude::*;
+
+    fn any_transition() -> impl Strategy<Value = Transition> {
+        use Event::*;
+        prop_oneof![
+            Just(Transition::Drain(PreflightPassed)),
+            Just(Transition::Drain(AlreadyStopped)),
+            Just(Transition::Drain(Prepared)),
+            Just(Transition::Drain(Quiesced)),
+            any::<bool>().prop_map(|d| Transition::Drain(Observed { drained: d })),
+            Just(Transition::Drain(DeadlineReached(DeadlineAction::Abort))),
+            Just(Transition::Drain(DeadlineReached(DeadlineAction::Force))),
+            Just(Transition::Drain(BeginShutdown)),
+            Just(Transition::Drain(CellShutDown)),
+            Just(Transition::Drain(ServiceStopped)),
+            Just(Transition::Drain(Interrupt)),
+            Just(Transition::Drain(Failure)),
+            Just(Transition::Drain(RolledBack)),
+            Just(Transition::Stage(StageEvent::Drained)),
+            Just(Transition::Stage(StageEvent::Installed)),
+            Just(Transition::Stage(StageEvent::DbUpgraded)),
+            Just(Transition::Stage(StageEvent::Started)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, an upgrade reaches its install only with the cell shut down (by
+        /// a confirmed drain, a chosen force, or because it was already stopped), and once it
+        /// is installing the drain's phase never moves again.
+        #[test]
+        fn nothing_is_installed_on_a_serving_cell(
+            db_upgrade in any::<bool>(),
+            start in any::<bool>(),
+            ts in proptest::collection::vec(any_transition(), 0..80),
+        ) {
+            let plan = Plan { db_upgrade, start };
+            let mut p = Position { phase: Phase::Start, stage: Some((Stage::Drain, plan)) };
+            for t in ts {
+                let Ok(n) = p.next(t) else { continue };
+                let (stage, _) = n.stage.expect("keeps its stages");
+                if stage != Stage::Drain {
+                    let down = matches!(n.phase, Phase::Done { outcome: Outcome::ShutDown | Outcome::Forced });
+                    prop_assert!(down, "stage {:?} with phase {:?}", stage, n.phase);
+                }
+                if let Some((s0, _)) = p.stage && s0 != Stage::Drain {
+                    prop_assert_eq!(p.phase, n.phase);
+                }
+                p = n;
+            }
+        }
+    }
+
+    #[test]
+    fn a_drain_has_no_stages() {
+        let p = Position {
+            phase: Phase::Start,
+            stage: None,
+        };
+        assert!(matches!(
+            p.next(Transition::Stage(StageEvent::Installed)),
+            Err(Refused::NoStages { .. })
+        ));
+    }
+}

@@ -1,0 +1,138 @@
+//! Names that reports and journals carry as strings, as enums: compared in code, serialized
+//! exactly as before.
+
+use serde::{Deserialize, Serialize};
+
+/// The command a report or run record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandName {
+    Status,
+    Drain,
+    Resume,
+    Install,
+    Start,
+    Upgrade,
+    Report,
+}
+
+impl CommandName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandName::Status => "status",
+            CommandName::Drain => "drain",
+            CommandName::Resume => "resume",
+            CommandName::Install => "install",
+            CommandName::Start => "start",
+            CommandName::Upgrade => "upgrade",
+            CommandName::Report => "report",
+        }
+    }
+
+    /// Commands that may change the cell (and so leave a run record and a saved report).
+    pub fn changes_the_cell(self) -> bool {
+        !matches!(self, CommandName::Status | CommandName::Report)
+    }
+}
+
+impl std::fmt::Display for CommandName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a command ended: the drain's ends (also the phase machine's `Done`), the upgrade's,
+/// and those of the read-only commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A read-only command that succeeded (`status`); replaced on failure.
+    Ok,
+    ShutDown,
+    Drained,
+    Aborted,
+    Forced,
+    Interrupted,
+    Failed,
+    Resumed,
+    Installed,
+    Upgraded,
+    Started,
+    NothingToDo,
+    Flushed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ShutDown => "shut_down",
+            Outcome::Drained => "drained",
+            Outcome::Aborted => "aborted",
+            Outcome::Forced => "forced",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+            Outcome::Resumed => "resumed",
+            Outcome::Installed => "installed",
+            Outcome::Upgraded => "upgraded",
+            Outcome::Started => "started",
+            Outcome::NothingToDo => "nothing_to_do",
+            Outcome::Flushed => "flushed",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What state a run left the cell in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellLeft {
+    Unchanged,
+    Drained,
+    ShutDown,
+    /// Changed and not yet back: the journal says what is held.
+    Changed,
+    Running,
+    /// A second signal ended the process before it could tell.
+    Unknown,
+}
+
+impl CellLeft {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellLeft::Unchanged => "unchanged",
+            CellLeft::Drained => "drained",
+            CellLeft::ShutDown => "shut_down",
+            CellLeft::Changed => "changed",
+            CellLeft::Running => "running",
+            CellLeft::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for CellLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_serialize_as_their_strings() {
+        for o in [Outcome::ShutDown, Outcome::NothingToDo, Outcome::Upgraded, Outcome::Ok] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        for c in [CellLeft::ShutDown, CellLeft::Unknown] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        assert_eq!(serde_json::to_value(CommandName::Upgrade).unwrap(), "upgrade");
+    }
+}

@@ -1,0 +1,116 @@
+//! Text for people: `status`, and a stored report (`cellctl report`).
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::report::Report;
+
+impl Report {
+    /// Human text for `status` (stdout: it is the product of the command).
+    pub fn status_text(&self) -> String {
+        let opt = |v: Option<Option<String>>| v.flatten().unwrap_or_else(|| "-".into());
+        let mut s = String::new();
+        let service = self.service.map_or_else(|| "-".to_string(), |x| x.to_string());
+        let _ = writeln!(s, "service:      {service}");
+        let _ = writeln!(
+            s,
+            "job count:    {}",
+            opt(self.job_count.map(|v| v.map(|n| n.to_string())))
+        );
+        let _ = writeln!(
+            s,
+            "active:       {}",
+            opt(self.is_active.map(|v| v.map(|b| b.to_string())))
+        );
+        let _ = writeln!(
+            s,
+            "maintenance:  {}",
+            opt(self.in_maintenance.map(|v| v.map(|b| b.to_string())))
+        );
+        match (&self.tasks, &self.tasks_error) {
+            (Some(t), _) if t.is_empty() => s.push_str("tasks:        none running on this cell\n"),
+            (Some(t), _) => {
+                let _ = writeln!(s, "tasks:        {} running on this cell", t.len());
+                for task in t {
+                    let _ = writeln!(s, "  {}", task.describe());
+                }
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(s, "tasks:        unknown ({e})");
+            }
+            (None, None) => {}
+        }
+        match self.recorded_run.as_ref().and_then(|r| r.as_ref()) {
+            Some(r) => {
+                let _ = writeln!(
+                    s,
+                    "recorded run: {} ({}, phase {:?}, started {}, pid {}): `cellctl drain` continues it, `cellctl resume` undoes it",
+                    r.run_id, r.command, r.phase, r.started_at, r.pid
+                );
+            }
+            None => s.push_str("recorded run: none\n"),
+        }
+        s
+    }
+}
+
+/// A stored report for people.
+pub fn human(v: &Value) -> String {
+    let g = |k: &str| v[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "run {}  {} on {}\noutcome: {} (exit {}), cell left {}\nstarted {}  ended {}\n",
+        g("run_id"),
+        g("command"),
+        g("host"),
+        g("outcome"),
+        v["exit_code"],
+        g("cell_left"),
+        g("started_at"),
+        g("ended_at")
+    );
+    if let Some(up) = v.get("upgrade").filter(|u| u.is_object()) {
+        let _ = write!(
+            s,
+            "package {}\nversion {} -> {}\n",
+            up["package"]["path"].as_str().unwrap_or("-"),
+            up["version_before"].as_str().unwrap_or("?"),
+            up["version_after"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(steps) = v["steps"].as_array() {
+        s.push_str("steps:\n");
+        for st in steps {
+            let _ = writeln!(
+                s,
+                "  {:<17} {:<8} {}  jobs {}{}",
+                st["step"].as_str().unwrap_or("?"),
+                st["status"].as_str().unwrap_or("?"),
+                st["started_at"].as_str().unwrap_or(""),
+                st["job_count"]
+                    .as_u64()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                st["detail"].as_str().map(|d| format!("  ({d})")).unwrap_or_default()
+            );
+        }
+    }
+    if let Some(e) = v["error"].as_object() {
+        let _ = writeln!(
+            s,
+            "error ({}): {}",
+            e["kind"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(d) = v["delivery"].as_object() {
+        let _ = writeln!(
+            s,
+            "delivery: {} delivered, {} queued, {} rejected",
+            d["delivered"].as_array().map_or(0, |a| a.len()),
+            d["queued"],
+            d["rejected"].as_array().map_or(0, |a| a.len())
+        );
+    }
+    s
+}

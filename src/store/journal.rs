@@ -1,0 +1,250 @@
+//! The durable state journal and the one-run-at-a-time lock.
+//!
+//! `STATE_DIR/current.json` holds the run whose changes are not yet finished or undone. Every
+//! step is written there (temp file, fsync, rename, fsync dir) *before* it is taken, with what
+//! was true before the run, so a killed run can be continued (`drain`) or undone (`resume`).
+//! Finished runs move to `STATE_DIR/runs/<run id>.json`.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{WriteError, fsync_dir, write_atomic};
+use super::record::{RunRecord, SCHEMA};
+use crate::model::outcome::CommandName;
+use crate::model::time::Timestamp;
+
+const CURRENT: &str = "current.json";
+const LOCK: &str = "lock";
+const RUNS: &str = "runs";
+/// Finished run records kept in `runs/`.
+const KEEP_RUNS: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("state directory {path} is not usable: {source}; fix its permissions or give --state-dir")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the journal {path}: {source} (disk full or read-only?); nothing further was changed")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {path} is unreadable or corrupt: {detail}; inspect it, then move it aside to start afresh")]
+    Corrupt { path: String, detail: String },
+    #[error("another cellctl run holds the lock on {path}: {holder}; let it finish, or stop that pid")]
+    Locked { path: String, holder: String },
+}
+
+impl From<WriteError> for JournalError {
+    fn from(e: WriteError) -> Self {
+        JournalError::Write {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+/// What the lock file says of the run holding it.
+#[derive(Debug, Serialize, Deserialize)]
+struct LockHolder {
+    pid: u32,
+    command: CommandName,
+    started_at: Timestamp,
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    pub dir: PathBuf,
+}
+
+/// Holds the lock for the life of the run (flock is released by the kernel if we die).
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+}
+
+fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Dir {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Journal {
+    /// Open (creating, mode 0700) the state directory and prove it writable.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join(RUNS))
+            .map_err(dir_err(dir))?;
+        let probe = dir.join(".write-probe");
+        std::fs::write(&probe, b"ok").map_err(dir_err(dir))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Journal { dir: dir.to_path_buf() })
+    }
+
+    pub fn current_path(&self) -> PathBuf {
+        self.dir.join(CURRENT)
+    }
+
+    /// Take the one-run lock, or say who holds it.
+    pub fn lock(&self, command: CommandName) -> Result<LockGuard, JournalError> {
+        let path = self.dir.join(LOCK);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(dir_err(&self.dir))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                let holder = match serde_json::from_str::<LockHolder>(&holder) {
+                    Ok(h) => format!("pid {} ({}) since {}", h.pid, h.command, h.started_at),
+                    Err(_) => "a process that has not yet written its pid".to_string(),
+                };
+                return Err(JournalError::Locked {
+                    path: path.display().to_string(),
+                    holder,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(dir_err(&self.dir)(e)),
+        }
+        let info = LockHolder {
+            pid: std::process::id(),
+            command,
+            started_at: Timestamp::now(),
+        };
+        let info = serde_json::to_vec(&info).expect("lock holder serializes");
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(&info))
+            .map_err(dir_err(&self.dir))?;
+        Ok(LockGuard { _file: f })
+    }
+
+    pub fn current(&self) -> Result<Option<RunRecord>, JournalError> {
+        let path = self.current_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        let rec: RunRecord = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if rec.schema != SCHEMA {
+            return Err(JournalError::Corrupt {
+                path: path.display().to_string(),
+                detail: format!(
+                    "schema {} is not {SCHEMA} (written by another cellctl version)",
+                    rec.schema
+                ),
+            });
+        }
+        Ok(Some(rec))
+    }
+
+    pub fn save(&self, rec: &RunRecord) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec_pretty(rec).expect("run record serializes");
+        Ok(write_atomic(&self.current_path(), &bytes)?)
+    }
+
+    /// The run is over: archive it and clear `current.json` (in that order, so a crash between
+    /// the two leaves the run still current rather than lost).
+    pub fn finish(&self, rec: &RunRecord) -> Result<PathBuf, JournalError> {
+        let bytes = serde_json::to_vec_pretty(rec).expect("run record serializes");
+        let dest = self.dir.join(RUNS).join(format!("{}.json", rec.run_id));
+        write_atomic(&dest, &bytes)?;
+        match std::fs::remove_file(self.current_path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(JournalError::Write {
+                    path: self.current_path().display().to_string(),
+                    source,
+                });
+            }
+        }
+        fsync_dir(&self.dir).map_err(|source| JournalError::Write {
+            path: self.dir.display().to_string(),
+            source,
+        })?;
+        self.prune();
+        Ok(dest)
+    }
+
+    fn prune(&self) {
+        let Ok(rd) = std::fs::read_dir(self.dir.join(RUNS)) else {
+            return;
+        };
+        let mut names: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        if names.len() <= KEEP_RUNS {
+            return;
+        }
+        // Run ids sort by time.
+        names.sort();
+        for p in &names[..names.len() - KEEP_RUNS] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::store::record::tests::rec;
+
+    #[test]
+    fn save_load_finish_roundtrip() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        assert!(j.current().unwrap().is_none());
+        let r = rec();
+        j.save(&r).unwrap();
+        assert_eq!(j.current().unwrap().unwrap().run_id, r.run_id);
+        let archived = j.finish(&r).unwrap();
+        assert!(archived.exists());
+        assert!(j.current().unwrap().is_none());
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        let _g = j.lock(CommandName::Drain).unwrap();
+        let e = j.lock(CommandName::Drain).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(msg.contains("drain"), "{msg}");
+    }
+
+    #[test]
+    fn corrupt_journal_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        std::fs::write(j.current_path(), "{not json").unwrap();
+        let e = j.current().unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+}

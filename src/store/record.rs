@@ -1,0 +1,196 @@
+//! The run record: `STATE_DIR/current.json` while a run's changes are not finished or undone,
+//! `STATE_DIR/runs/<run id>.json` after. Its JSON layout is a compatibility contract with runs
+//! recorded by earlier versions (`SCHEMA`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::machine::Position;
+use crate::model::outcome::{CommandName, Outcome};
+use crate::model::package::Package;
+use crate::model::phase::{DeadlineAction, Phase};
+use crate::model::stage::{Plan, Stage};
+use crate::model::step::{Before, Step, StepRecord, StepStatus};
+use crate::model::time::Timestamp;
+
+pub const SCHEMA: u32 = 1;
+
+fn default_after_cancel() -> DeadlineAction {
+    DeadlineAction::Abort
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub deadline_secs: u64,
+    pub on_deadline: DeadlineAction,
+    /// With `cancel`: abort or force when the grace period ends with jobs still running.
+    #[serde(default = "default_after_cancel")]
+    pub after_cancel: DeadlineAction,
+    pub maintenance: bool,
+    pub shutdown: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema: u32,
+    pub run_id: String,
+    pub command: CommandName,
+    pub pid: u32,
+    pub host: String,
+    pub vcd_home: String,
+    pub started_at: Timestamp,
+    /// Absolute deadline (unix seconds): a continued run keeps the original one.
+    pub deadline_unix: f64,
+    /// End of the grace period after cancelling tasks (unix seconds).
+    #[serde(default)]
+    pub cancel_deadline_unix: Option<f64>,
+    pub options: RunOptions,
+    #[serde(default)]
+    pub before: Option<Before>,
+    /// Assigned only through `engine::Run::apply` (the checked state machine).
+    pub phase: Phase,
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    #[serde(default)]
+    pub ended_at: Option<Timestamp>,
+    /// For `install` and `upgrade` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeRecord {
+    pub package: Package,
+    /// Assigned only through `engine::Run::apply` (the checked state machine).
+    pub stage: Stage,
+    pub db_upgrade: bool,
+    /// false for `cellctl install` (no start afterwards).
+    pub start: bool,
+    pub allow_downgrade: bool,
+    pub version_before: Option<String>,
+    #[serde(default)]
+    pub version_after: Option<String>,
+    /// The transient unit of the install (and of the database upgrade).
+    pub install_unit: String,
+    pub db_unit: String,
+    #[serde(default)]
+    pub installer_tail: Option<String>,
+}
+
+impl UpgradeRecord {
+    pub fn plan(&self) -> Plan {
+        Plan {
+            db_upgrade: self.db_upgrade,
+            start: self.start,
+        }
+    }
+}
+
+impl RunRecord {
+    /// The last record of a step, if any.
+    pub fn last(&self, step: Step) -> Option<&StepRecord> {
+        self.steps.iter().rev().find(|s| s.step == step)
+    }
+
+    /// The step was finished (or deliberately skipped) by this run.
+    pub fn step_complete(&self, step: Step) -> bool {
+        self.last(step).is_some_and(|s| s.status.is_complete())
+    }
+
+    /// Did this run (possibly) make the change that `step` makes, and has it not been undone?
+    /// A `Started` step counts: the process may have died after acting, before recording.
+    pub fn holds_change(&self, step: Step, undo: Step) -> bool {
+        let made = self
+            .steps
+            .iter()
+            .rposition(|s| s.step == step && matches!(s.status, StepStatus::Started | StepStatus::Done));
+        let undone = self
+            .steps
+            .iter()
+            .rposition(|s| s.step == undo && s.status == StepStatus::Done);
+        match (made, undone) {
+            (Some(m), Some(u)) => u < m,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// Old cells print no `In Maintenance Mode` line: we cannot know it was off before.
+    pub fn in_maintenance_unknown(&self) -> bool {
+        self.before.as_ref().is_some_and(|b| b.in_maintenance.is_none())
+    }
+
+    /// The record's place in the state machine.
+    pub fn position(&self) -> Position {
+        Position {
+            phase: self.phase,
+            stage: self.upgrade.as_ref().map(|u| (u.stage, u.plan())),
+        }
+    }
+
+    /// Store a position the state machine produced (see `engine::Run::apply`).
+    pub(crate) fn set_position(&mut self, p: Position) {
+        self.phase = p.phase;
+        if let (Some(up), Some((stage, _))) = (self.upgrade.as_mut(), p.stage) {
+            up.stage = stage;
+        }
+    }
+
+    /// The drain stage is over (or there was none): an `install`/`upgrade` record past it.
+    pub fn past_drain(&self) -> bool {
+        self.upgrade.as_ref().is_some_and(|u| u.stage != Stage::Drain)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::time::new_run_id;
+
+    pub(crate) fn rec() -> RunRecord {
+        RunRecord {
+            schema: SCHEMA,
+            run_id: new_run_id(),
+            command: CommandName::Drain,
+            pid: 1,
+            host: "h".into(),
+            vcd_home: "/x".into(),
+            started_at: Timestamp::now(),
+            deadline_unix: 0.0,
+            cancel_deadline_unix: None,
+            options: RunOptions {
+                deadline_secs: 1,
+                on_deadline: DeadlineAction::Abort,
+                after_cancel: DeadlineAction::Abort,
+                maintenance: true,
+                shutdown: true,
+            },
+            before: None,
+            phase: Phase::Start,
+            steps: vec![],
+            outcome: None,
+            ended_at: None,
+            upgrade: None,
+        }
+    }
+
+    fn step(step: Step, status: StepStatus) -> StepRecord {
+        StepRecord {
+            status,
+            ..StepRecord::started(step, None)
+        }
+    }
+
+    #[test]
+    fn started_step_counts_as_a_change_until_undone() {
+        let mut r = rec();
+        r.steps.push(step(Step::Quiesce, StepStatus::Started));
+        assert!(r.holds_change(Step::Quiesce, Step::UndoQuiesce));
+        r.steps.push(step(Step::UndoQuiesce, StepStatus::Started));
+        assert!(r.holds_change(Step::Quiesce, Step::UndoQuiesce));
+        r.steps.push(step(Step::UndoQuiesce, StepStatus::Done));
+        assert!(!r.holds_change(Step::Quiesce, Step::UndoQuiesce));
+        assert!(!r.holds_change(Step::MaintenanceOn, Step::UndoMaintenance));
+    }
+}
