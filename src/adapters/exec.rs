@@ -150,6 +150,14 @@ async fn react(answer: Respond, pty: Option<&mut pty_process::OwnedWritePty>) ->
     }
 }
 
+fn partial(out: &[u8], err: &[u8], code: Option<i32>) -> Output {
+    Output {
+        code,
+        stdout: String::from_utf8_lossy(out).into_owned(),
+        stderr: String::from_utf8_lossy(err).into_owned(),
+    }
+}
+
 async fn drive<F>(
     mut child: tokio::process::Child,
     pty: Option<pty_process::Pty>,
@@ -178,12 +186,6 @@ where
     let mut pbuf = [0u8; 4096];
     let mut obuf = [0u8; 4096];
     let mut ebuf = [0u8; 4096];
-
-    let partial = |out: &[u8], err: &[u8], code: Option<i32>| Output {
-        code,
-        stdout: String::from_utf8_lossy(out).into_owned(),
-        stderr: String::from_utf8_lossy(err).into_owned(),
-    };
 
     loop {
         let streams_open = pty_rd.is_some() || out_rd.is_some() || err_rd.is_some();

@@ -316,26 +316,44 @@ pub fn run_logged(
             return 127;
         }
     };
-    // SIGTERM (unit stopped, RuntimeMaxSec) is passed on so the installer can stop cleanly,
-    // and the result is still recorded.
-    let child_pid = child.id() as i32;
+    pass_signals_to(child.id());
+    if let Some(mut stdin) = child.stdin.take() {
+        let text: String = answers.iter().map(|a| format!("{a}\n")).collect();
+        // An installer that exits before reading all answers closes the pipe: not an error.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    copy_output(&mut reader, &mut logf);
+    let st = child.wait();
+    let _ = logf.sync_all();
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = match st {
+        Ok(s) => (s.code(), s.signal()),
+        Err(_) => (None, None),
+    };
+    record(status, code, signal);
+    code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
+}
+
+/// SIGTERM (unit stopped, RuntimeMaxSec) is passed on so the installer can stop cleanly, and
+/// the result is still recorded.
+fn pass_signals_to(child: u32) {
+    let Ok(pid) = i32::try_from(child) else { return };
     if let Ok(mut sigs) =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
     {
         std::thread::spawn(move || {
             for s in sigs.forever() {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child_pid),
+                    nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::try_from(s).unwrap_or(nix::sys::signal::Signal::SIGTERM),
                 );
             }
         });
     }
-    if let Some(mut stdin) = child.stdin.take() {
-        let text: String = answers.iter().map(|a| format!("{a}\n")).collect();
-        // An installer that exits before reading all answers closes the pipe: not an error.
-        let _ = stdin.write_all(text.as_bytes());
-    }
+}
+
+/// The installer's output to the journal (our stdout) and the log file, as it comes.
+fn copy_output(reader: &mut impl Read, logf: &mut std::fs::File) {
     let mut buf = [0u8; 8192];
     let mut out = std::io::stdout();
     loop {
@@ -346,19 +364,10 @@ pub fn run_logged(
                 let _ = out.flush();
                 let _ = logf.write_all(&buf[..n]);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    let st = child.wait();
-    let _ = logf.sync_all();
-    use std::os::unix::process::ExitStatusExt;
-    let (code, signal) = match st {
-        Ok(s) => (s.code(), s.signal()),
-        Err(_) => (None, None),
-    };
-    record(status, code, signal);
-    code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
 }
 
 fn record(status: &Path, code: Option<i32>, signal: Option<i32>) {

@@ -132,22 +132,12 @@ impl Phase {
         matches!(self, Phase::ShuttingDown { .. } | Phase::StoppingService { .. })
     }
 
-    pub fn next(self, event: Event) -> Result<Phase, InvalidTransition> {
+    /// Transitions while watching the cell drain (waiting, or canceling after the deadline):
+    /// the count of consecutive "drained" sightings, and the deadline's actions.
+    fn watching(self, event: Event) -> Option<Phase> {
         use Event as E;
         use Phase as P;
         let next = match (self, event) {
-            (P::Start, E::PreflightPassed) => P::Preflighted,
-            (P::Start, E::AlreadyStopped) => P::Done {
-                outcome: Outcome::ShutDown,
-            },
-            (P::Start, E::Failure) => P::Done {
-                outcome: Outcome::Failed,
-            },
-            (P::Start, E::Interrupt) => P::Done {
-                outcome: Outcome::Interrupted,
-            },
-            (P::Preflighted, E::Prepared) => P::Prepared,
-            (P::Prepared, E::Quiesced) => P::Waiting { seen_drained: 0 },
             (P::Waiting { seen_drained }, E::Observed { drained: true }) => {
                 if seen_drained + 1 >= DRAINED_CONFIRMATIONS {
                     P::Drained
@@ -181,6 +171,30 @@ impl Phase {
             (P::Canceling { .. }, E::GraceExpired(DeadlineAction::Force)) => P::ShuttingDown { forced: true },
             (P::Waiting { .. }, E::DeadlineReached(DeadlineAction::Abort)) => P::RollingBack { cause: Cause::Deadline },
             (P::Waiting { .. }, E::DeadlineReached(DeadlineAction::Force)) => P::ShuttingDown { forced: true },
+            _ => return None,
+        };
+        Some(next)
+    }
+
+    pub fn next(self, event: Event) -> Result<Phase, InvalidTransition> {
+        use Event as E;
+        use Phase as P;
+        let next = match (self, event) {
+            (P::Start, E::PreflightPassed) => P::Preflighted,
+            (P::Start, E::AlreadyStopped) => P::Done {
+                outcome: Outcome::ShutDown,
+            },
+            (P::Start, E::Failure) => P::Done {
+                outcome: Outcome::Failed,
+            },
+            (P::Start, E::Interrupt) => P::Done {
+                outcome: Outcome::Interrupted,
+            },
+            (P::Preflighted, E::Prepared) => P::Prepared,
+            (P::Prepared, E::Quiesced) => P::Waiting { seen_drained: 0 },
+            (P::Waiting { .. } | P::Canceling { .. }, _) if self.watching(event).is_some() => {
+                self.watching(event).expect("checked")
+            }
             (P::Drained, E::StopHere) => P::Done {
                 outcome: Outcome::Drained,
             },

@@ -17,73 +17,86 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Prometheus text of gauges.
+struct Gauges(String);
+
+impl Gauges {
+    fn gauge(&mut self, name: &str, help: &str, lines: Vec<(String, f64)>) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in lines {
+            let _ = writeln!(self.0, "{name}{labels} {v}");
+        }
+    }
+}
+
+/// The last finished run's gauges, from its report.
+fn last_run(text: &mut Gauges, r: &Value) {
+    let mut gauge = |name: &str, help: &str, lines: Vec<(String, f64)>| text.gauge(name, help, lines);
+    let command = r["command"].as_str().unwrap_or("");
+    let outcome = r["outcome"].as_str().unwrap_or("");
+    let run_id = r["run_id"].as_str().unwrap_or("");
+    let code = r["exit_code"].as_i64().unwrap_or(-1);
+    gauge(
+        "cellctl_last_run_info",
+        "The last finished cellctl run (value 1; see the labels).",
+        vec![(
+            format!(
+                "{{command=\"{}\",outcome=\"{}\",run_id=\"{}\"}}",
+                esc(command),
+                esc(outcome),
+                esc(run_id)
+            ),
+            1.0,
+        )],
+    );
+    gauge(
+        "cellctl_last_run_success",
+        "1 if the last run ended with exit code 0, else 0.",
+        vec![(String::new(), if code == 0 { 1.0 } else { 0.0 })],
+    );
+    gauge(
+        "cellctl_last_run_exit_code",
+        "Exit code of the last run (see cellctl --help).",
+        vec![(String::new(), code as f64)],
+    );
+    if let (Some(a), Some(b)) = (ts(&r["started_at"]), ts(&r["ended_at"])) {
+        gauge(
+            "cellctl_last_run_start_timestamp_seconds",
+            "Start of the last run.",
+            vec![(String::new(), a)],
+        );
+        gauge(
+            "cellctl_last_run_end_timestamp_seconds",
+            "End of the last run.",
+            vec![(String::new(), b)],
+        );
+        gauge(
+            "cellctl_last_run_duration_seconds",
+            "Duration of the last run.",
+            vec![(String::new(), (b - a).max(0.0))],
+        );
+    }
+    let jobs = r["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|st| st["step"] == "quiesce"))
+        .and_then(|st| st["job_count"].as_f64());
+    if let Some(j) = jobs {
+        gauge(
+            "cellctl_last_run_jobs_at_quiesce",
+            "Jobs running on the cell when it was quiesced.",
+            vec![(String::new(), j)],
+        );
+    }
+}
+
 /// Render the textfile from the last finished report (if any), a run in progress (if any) and
 /// the outbox counts.
 pub fn render(last: Option<&Value>, in_progress: Option<(&str, &str, &str)>, outbox: (usize, usize)) -> String {
-    let mut s = String::new();
-    let mut gauge = |name: &str, help: &str, lines: Vec<(String, f64)>| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, v) in lines {
-            let _ = writeln!(s, "{name}{labels} {v}");
-        }
-    };
+    let mut text = Gauges(String::new());
     if let Some(r) = last {
-        let command = r["command"].as_str().unwrap_or("");
-        let outcome = r["outcome"].as_str().unwrap_or("");
-        let run_id = r["run_id"].as_str().unwrap_or("");
-        let code = r["exit_code"].as_i64().unwrap_or(-1);
-        gauge(
-            "cellctl_last_run_info",
-            "The last finished cellctl run (value 1; see the labels).",
-            vec![(
-                format!(
-                    "{{command=\"{}\",outcome=\"{}\",run_id=\"{}\"}}",
-                    esc(command),
-                    esc(outcome),
-                    esc(run_id)
-                ),
-                1.0,
-            )],
-        );
-        gauge(
-            "cellctl_last_run_success",
-            "1 if the last run ended with exit code 0, else 0.",
-            vec![(String::new(), if code == 0 { 1.0 } else { 0.0 })],
-        );
-        gauge(
-            "cellctl_last_run_exit_code",
-            "Exit code of the last run (see cellctl --help).",
-            vec![(String::new(), code as f64)],
-        );
-        if let (Some(a), Some(b)) = (ts(&r["started_at"]), ts(&r["ended_at"])) {
-            gauge(
-                "cellctl_last_run_start_timestamp_seconds",
-                "Start of the last run.",
-                vec![(String::new(), a)],
-            );
-            gauge(
-                "cellctl_last_run_end_timestamp_seconds",
-                "End of the last run.",
-                vec![(String::new(), b)],
-            );
-            gauge(
-                "cellctl_last_run_duration_seconds",
-                "Duration of the last run.",
-                vec![(String::new(), (b - a).max(0.0))],
-            );
-        }
-        let jobs = r["steps"]
-            .as_array()
-            .and_then(|steps| steps.iter().find(|st| st["step"] == "quiesce"))
-            .and_then(|st| st["job_count"].as_f64());
-        if let Some(j) = jobs {
-            gauge(
-                "cellctl_last_run_jobs_at_quiesce",
-                "Jobs running on the cell when it was quiesced.",
-                vec![(String::new(), j)],
-            );
-        }
+        last_run(&mut text, r);
     }
+    let mut gauge = |name: &str, help: &str, lines: Vec<(String, f64)>| text.gauge(name, help, lines);
     let (running, since) = match in_progress.and_then(|(c, id, started)| Some((c, id, ts(&Value::from(started))?))) {
         Some((c, id, t)) => (
             vec![(format!("{{command=\"{}\",run_id=\"{}\"}}", esc(c), esc(id)), 1.0)],
@@ -113,7 +126,7 @@ pub fn render(last: Option<&Value>, in_progress: Option<(&str, &str, &str)>, out
         "Deliveries the receiver rejected (kept, not resent).",
         vec![(String::new(), outbox.1 as f64)],
     );
-    s
+    text.0
 }
 
 /// Rewrite the metrics file: `last` is the run just finished, else the newest saved report is
