@@ -67,7 +67,7 @@ pub fn run() -> i32 {
     let started_at = Timestamp::now();
     let (settings, file, path) = match config::resolve(&cli.global) {
         Ok(x) => x,
-        Err(e) => return config_failed(name, &cli.global, e.into()),
+        Err(e) => return config_failed(name, &cli.global, &e.into()),
     };
     let outbox = settings.webhook.enabled().then(|| {
         (
@@ -144,8 +144,8 @@ fn tool_command(cmd: Command) -> i32 {
 
 /// Bad settings: the document says so, and a command that may change the cell still leaves a
 /// record where the operator said state lives.
-fn config_failed(name: CommandName, g: &cli::GlobalArgs, e: Error) -> i32 {
-    let mut rep = Report::failed(name, &e);
+fn config_failed(name: CommandName, g: &cli::GlobalArgs, e: &Error) -> i32 {
+    let mut rep = Report::failed(name, e);
     if name.changes_the_cell() {
         rep.run_id = Some(new_run_id());
         if let Some(sd) = &g.state_dir
@@ -181,7 +181,7 @@ async fn run_and_report(
     finish_run(settings, &mut rep).await;
     if events::stdout_enabled() {
         rep.emit(false);
-        events::report(serde_json::to_value(&rep).expect("report serializes"));
+        events::report(&serde_json::to_value(&rep).expect("report serializes"));
     } else {
         rep.emit(settings.json);
     }
@@ -217,9 +217,9 @@ async fn run_command(
 ) -> (Report, Result<(), Error>) {
     let name = command_name(&cmd).unwrap_or(CommandName::Status);
     let fail = |e: Error| (Report::failed(name, &e), Err(e));
-    let path = path.cloned();
+    let path = path.map(std::path::PathBuf::as_path);
     match cmd {
-        Command::Drain(args) => match config::resolve_drain(&args, file, &path) {
+        Command::Drain(args) => match config::resolve_drain(&args, file, path) {
             Ok(d) => execute(settings, &commands::drain::Drain(&d), sig).await,
             Err(e) => fail(e.into()),
         },
@@ -241,7 +241,7 @@ async fn run_command(
                     "upgrade needs the cell shut down: --no-shutdown does not apply".into(),
                 ));
             }
-            let mut d = match config::resolve_drain(&a.drain, file, &path) {
+            let mut d = match config::resolve_drain(&a.drain, file, path) {
                 Ok(d) => d,
                 Err(e) => return fail(e.into()),
             };

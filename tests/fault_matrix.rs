@@ -13,6 +13,13 @@
 //!
 //! `FAULT_MATRIX_ONLY=substring` runs only the cells whose label contains it (e.g. `upgrade × SIGTERM`),
 //! `FAULT_MATRIX_JOBS=N` sets how many cells run at once (default 4).
+// Harness code: pedantic style lints on helpers (ownership of small arguments, local items)
+// say nothing about what is tested.
+#![allow(
+    clippy::needless_pass_by_value,
+    clippy::items_after_statements,
+    clippy::match_wild_err_arm
+)]
 
 mod common;
 
@@ -430,7 +437,7 @@ fn render(results: &[CellResult], env: &Env, elapsed: Duration, jobs: usize) -> 
             _ => None,
         })
         .collect();
-    reasons.sort();
+    reasons.sort_unstable();
     reasons.dedup();
     for why in reasons {
         out.push_str(&format!("  - {why}\n"));
@@ -607,9 +614,10 @@ fn run_cell(cmd: Cmd, fault: Fault, step: Step, env: &Env) -> CellResult {
     let t0 = Instant::now();
     let verdict = match expect(cmd, fault, step) {
         Err(why) => Verdict::NotApplicable(why),
-        Ok(exp) => match env.unavailable(fault, step) {
-            Some(why) => Verdict::Unavailable(why),
-            None => {
+        Ok(exp) => {
+            if let Some(why) = env.unavailable(fault, step) {
+                Verdict::Unavailable(why)
+            } else {
                 let mut x = None;
                 let r = catch_unwind(AssertUnwindSafe(|| {
                     let ro = env.read_only.clone().unwrap_or(RoMethod::Chattr);
@@ -622,7 +630,7 @@ fn run_cell(cmd: Cmd, fault: Fault, step: Step, env: &Env) -> CellResult {
                     let msg = p
                         .downcast_ref::<String>()
                         .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .or_else(|| p.downcast_ref::<&str>().map(std::string::ToString::to_string))
                         .unwrap_or_else(|| "panic".into());
                     failures.push(format!("panicked: {msg}"));
                 }
@@ -634,7 +642,7 @@ fn run_cell(cmd: Cmd, fault: Fault, step: Step, env: &Env) -> CellResult {
                     Verdict::Fail { shown, failures }
                 }
             }
-        },
+        }
     };
     CellResult {
         cmd,
@@ -673,7 +681,7 @@ impl Env {
                 .args(["-w", "true"])
                 .status()
                 .ok()
-                .filter(|s| s.success())
+                .filter(std::process::ExitStatus::success)
                 .map(|_| ())
                 .ok_or_else(|| {
                     "`setsid -w` (util-linux) is missing: the simulated unit would die with cellctl's process group"
@@ -694,7 +702,7 @@ impl Env {
 
 fn probe_read_only() -> Result<RoMethod, String> {
     let d = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let root = std::fs::metadata(d.path()).map(|m| m.uid() == 0).unwrap_or(true);
+    let root = std::fs::metadata(d.path()).map_or(true, |m| m.uid() == 0);
     let method = if root { RoMethod::Chattr } else { RoMethod::Chmod };
     let guard = Immutable::apply(d.path(), method)?;
     let blocked = std::fs::write(d.path().join("x"), "x").is_err();
@@ -717,8 +725,7 @@ fn probe_prlimit() -> Result<(), String> {
         .arg("--fsize=0:unlimited")
         .stderr(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+        .is_ok_and(|s| s.success());
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     if ok {
@@ -981,7 +988,7 @@ exec '{real}' "$@"
                 self.c.sim(&["jobs", "add", "--never", "--operation", "vappDeploy"]);
             }
             Trigger::UnitRunning | Trigger::Stage("install") => {
-                std::fs::write(self.marker("installer"), "slow").unwrap()
+                std::fs::write(self.marker("installer"), "slow").unwrap();
             }
             _ => {}
         }
@@ -1004,10 +1011,10 @@ exec '{real}' "$@"
                     .sim(&["fault", self.fault.sim_kind(), "--op", op, "--times", "1"]);
             }
             (Hang | Crash | Garbage, MaintenanceOn) => {
-                std::fs::write(self.marker("vcd-cell"), self.fault.hook_kind()).unwrap()
+                std::fs::write(self.marker("vcd-cell"), self.fault.hook_kind()).unwrap();
             }
             (Hang | Crash | Garbage, Install) => {
-                std::fs::write(self.marker("installer"), self.fault.hook_kind()).unwrap()
+                std::fs::write(self.marker("installer"), self.fault.hook_kind()).unwrap();
             }
             (Password, Preflight) => {
                 self.c.sim(&["set", &format!("password={WRONG}")]);
@@ -1126,9 +1133,7 @@ exec '{real}' "$@"
                 }
                 if p.exited() || Instant::now() > until {
                     let r = p.finish(Duration::from_secs(5));
-                    let tail = r
-                        .map(|r| format!("exit {}: {}", r.code, last_lines(&r.stderr, 3)))
-                        .unwrap_or_else(|e| e);
+                    let tail = r.map_or_else(|e| e, |r| format!("exit {}: {}", r.code, last_lines(&r.stderr, 3)));
                     self.fail(format!(
                         "the fault could not be injected: {trig:?} not seen before cellctl ended ({tail})"
                     ));
@@ -1169,30 +1174,27 @@ exec '{real}' "$@"
 
     fn check_fault_run(&mut self, run: &Run) {
         let exp = self.exp;
-        let doc = match exp.report {
-            Rp::Killed => {
-                self.shown = "-9".into();
-                self.check(run.code == 137, || {
-                    format!("expected to be killed (137), got exit {}", run.code)
-                });
-                None
-            }
-            _ => {
-                let want = exp.code.expect("a code");
-                self.shown = format!("{want}{}", if exp.report == Rp::StdoutOnly { "*" } else { "" });
-                self.check(run.code == want, || {
-                    format!(
-                        "exit code {} (documented: {want}); stderr: {}",
-                        run.code,
-                        last_lines(&run.stderr, 4)
-                    )
-                });
-                match stdout_doc(run) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        self.fail(format!("report on stdout: {e}"));
-                        None
-                    }
+        let doc = if exp.report == Rp::Killed {
+            self.shown = "-9".into();
+            self.check(run.code == 137, || {
+                format!("expected to be killed (137), got exit {}", run.code)
+            });
+            None
+        } else {
+            let want = exp.code.expect("a code");
+            self.shown = format!("{want}{}", if exp.report == Rp::StdoutOnly { "*" } else { "" });
+            self.check(run.code == want, || {
+                format!(
+                    "exit code {} (documented: {want}); stderr: {}",
+                    run.code,
+                    last_lines(&run.stderr, 4)
+                )
+            });
+            match stdout_doc(run) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.fail(format!("report on stdout: {e}"));
+                    None
                 }
             }
         };
@@ -1212,9 +1214,7 @@ exec '{real}' "$@"
                 self.check(queued >= 1, || {
                     format!("receiver down, but the report's delivery says {}", doc["delivery"])
                 });
-                let outbox = std::fs::read_dir(self.c.state.join("outbox"))
-                    .map(|d| d.count())
-                    .unwrap_or(0);
+                let outbox = std::fs::read_dir(self.c.state.join("outbox")).map_or(0, std::iter::Iterator::count);
                 self.check(outbox >= 1, || "receiver down, but the outbox is empty".into());
             }
             if matches!(self.fault, Fault::Full | Fault::ReadOnly) {
@@ -1272,7 +1272,7 @@ exec '{real}' "$@"
         let pending = self.c.show()["faults"].clone();
         let persistent = self.step == Step::Wait || self.fault == Fault::Password;
         if !persistent {
-            self.check(pending.as_array().is_none_or(|a| a.is_empty()), || {
+            self.check(pending.as_array().is_none_or(std::vec::Vec::is_empty), || {
                 format!("the injected fault was never hit: still pending {pending}")
             });
         }
@@ -1509,9 +1509,7 @@ exec '{real}' "$@"
                     last_lines(&f.stderr, 3)
                 )
             });
-            let left = std::fs::read_dir(self.c.state.join("outbox"))
-                .map(|d| d.count())
-                .unwrap_or(0);
+            let left = std::fs::read_dir(self.c.state.join("outbox")).map_or(0, std::iter::Iterator::count);
             self.check(left == 0, || {
                 format!("{left} deliveries still in the outbox after the flush")
             });
@@ -1730,7 +1728,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn cellctl");
-        let pid = child.id() as i32;
+        let pid = i32::try_from(child.id()).expect("pid fits i32");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(wait_child(child));
@@ -1757,16 +1755,15 @@ impl Proc {
         if let Some(r) = self.done.take() {
             return Ok(r);
         }
-        match self.rx.recv_timeout(limit) {
-            Ok(r) => Ok(r),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-                let r = self.rx.recv_timeout(Duration::from_secs(10));
-                Err(format!(
-                    "cellctl did not end within {limit:?} (killed); stderr: {}",
-                    r.map(|r| last_lines(&r.stderr, 4)).unwrap_or_default()
-                ))
-            }
+        if let Ok(r) = self.rx.recv_timeout(limit) {
+            Ok(r)
+        } else {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            let r = self.rx.recv_timeout(Duration::from_secs(10));
+            Err(format!(
+                "cellctl did not end within {limit:?} (killed); stderr: {}",
+                r.map(|r| last_lines(&r.stderr, 4)).unwrap_or_default()
+            ))
         }
     }
 }

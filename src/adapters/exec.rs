@@ -168,7 +168,7 @@ where
     F: FnMut(&str, &str) -> Respond,
 {
     // With process_group(0) or setsid the child's pid is its group id.
-    let guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
+    let guard = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw));
     let (mut pty_rd, mut pty_wr) = match pty {
         Some(p) => {
             let (r, w) = p.into_split();
@@ -198,7 +198,7 @@ where
                 stop_group(&guard, &mut child).await;
                 return Err(ExecError::TimedOut { after: timeout, partial: Box::new(partial(&out, &err, None)) });
             }
-            _ = async { sleep_until(drain_until.unwrap_or(deadline)).await }, if drain_until.is_some() => break,
+            () = async { sleep_until(drain_until.unwrap_or(deadline)).await }, if drain_until.is_some() => break,
             r = read_some(&mut pty_rd, &mut pbuf) => match r {
                 // EIO on a pty master means every slave fd is closed: end of output.
                 Ok(0) | Err(_) => pty_rd = None,
@@ -271,11 +271,7 @@ mod tests {
         assert!(matches!(e, ExecError::TimedOut { .. }), "{e}");
         let pid: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
         // The grandchild must die (gone, or a zombie awaiting its reaper); death is asynchronous.
-        let alive = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| !s.contains(") Z"))
-                .unwrap_or(false)
-        };
+        let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"));
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while alive() && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));

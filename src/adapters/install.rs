@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -303,7 +304,7 @@ pub fn run_logged(
         } else {
             Stdio::piped()
         })
-        .stdout(writer.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+        .stdout(writer.try_clone().map_or(Stdio::null(), Stdio::from))
         .stderr(Stdio::from(writer))
         .spawn();
     let mut child = match child {
@@ -318,14 +319,13 @@ pub fn run_logged(
     };
     pass_signals_to(child.id());
     if let Some(mut stdin) = child.stdin.take() {
-        let text: String = answers.iter().map(|a| format!("{a}\n")).collect();
+        let text: String = answers.iter().flat_map(|a| [a.as_str(), "\n"]).collect();
         // An installer that exits before reading all answers closes the pipe: not an error.
         let _ = stdin.write_all(text.as_bytes());
     }
     copy_output(&mut reader, &mut logf);
     let st = child.wait();
     let _ = logf.sync_all();
-    use std::os::unix::process::ExitStatusExt;
     let (code, signal) = match st {
         Ok(s) => (s.code(), s.signal()),
         Err(_) => (None, None),

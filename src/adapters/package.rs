@@ -53,7 +53,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// The checksum from a `.sha256` file: the first hex word (sha256sum's `HEX  name` format).
 fn read_sidecar(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.split_whitespace().next().map(|s| s.to_ascii_lowercase())
+    text.split_whitespace().next().map(str::to_ascii_lowercase)
 }
 
 fn valid_hex(s: &str) -> bool {
@@ -76,7 +76,7 @@ pub fn kind_of(path: &Path, custom: bool) -> Option<Kind> {
 pub fn version_from_name(path: &Path) -> Option<String> {
     let stem = path.file_stem()?.to_str()?;
     let rest = stem.strip_prefix("vmware-vcloud-director-distribution-")?;
-    rest.chars().next().filter(|c| c.is_ascii_digit())?;
+    rest.chars().next().filter(char::is_ascii_digit)?;
     Some(rest.to_string())
 }
 
@@ -95,7 +95,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     let n = if common >= 3 { common } else { x.len().max(y.len()) };
     for i in 0..n {
         match x.get(i).unwrap_or(&0).cmp(y.get(i).unwrap_or(&0)) {
-            Ordering::Equal => continue,
+            Ordering::Equal => {}
             o => return o,
         }
     }
@@ -127,18 +127,17 @@ pub fn verify(path: &Path, sha256: Option<&str>, custom_command: bool) -> Result
             "unknown package type: expected a VMware .bin installer, .rpm or .deb (or set [install] command)".into(),
         )
     })?;
-    let expected = match sha256 {
-        Some(s) => s.trim().to_ascii_lowercase(),
-        None => {
-            let side = PathBuf::from(format!("{display}.sha256"));
-            read_sidecar(&side).ok_or_else(|| PackageError::NoChecksum {
-                path: display.clone(),
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            })?
-        }
+    let expected = if let Some(s) = sha256 {
+        s.trim().to_ascii_lowercase()
+    } else {
+        let side = PathBuf::from(format!("{display}.sha256"));
+        read_sidecar(&side).ok_or_else(|| PackageError::NoChecksum {
+            path: display.clone(),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        })?
     };
     if !valid_hex(&expected) {
         return Err(unusable(format!("checksum {expected:?} is not 64 hex digits")));
@@ -271,7 +270,7 @@ mod tests {
     proptest! {
         #[test]
         fn comparison_is_antisymmetric(a in proptest::collection::vec(0u32..50, 1..5), b in proptest::collection::vec(0u32..50, 1..5)) {
-            let s = |v: &Vec<u32>| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(".");
+            let s = |v: &Vec<u32>| v.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(".");
             prop_assert_eq!(compare_versions(&s(&a), &s(&b)), compare_versions(&s(&b), &s(&a)).reverse());
         }
     }

@@ -27,9 +27,9 @@ pub struct Service {
 /// Map `systemctl is-active` output (exit code is not enough: 3 is inactive, 4 is unknown unit).
 pub fn parse_is_active(stdout: &str) -> Option<ServiceState> {
     match stdout.lines().next().map(str::trim) {
-        Some("active") | Some("reloading") => Some(ServiceState::Running),
-        Some("inactive") | Some("failed") | Some("dead") => Some(ServiceState::Stopped),
-        Some("activating") | Some("deactivating") | Some("refreshing") => Some(ServiceState::Changing),
+        Some("active" | "reloading") => Some(ServiceState::Running),
+        Some("inactive" | "failed" | "dead") => Some(ServiceState::Stopped),
+        Some("activating" | "deactivating" | "refreshing") => Some(ServiceState::Changing),
         _ => None,
     }
 }

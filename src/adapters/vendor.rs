@@ -114,7 +114,7 @@ pub fn parse_status(text: &str) -> Result<CellStatus, ParseError> {
             }
             "is active" => set_once(&mut active, parse_bool("Is Active", v)?, "Is Active")?,
             "in maintenance mode" => {
-                set_once(&mut maint, parse_bool("In Maintenance Mode", v)?, "In Maintenance Mode")?
+                set_once(&mut maint, parse_bool("In Maintenance Mode", v)?, "In Maintenance Mode")?;
             }
             _ => {}
         }

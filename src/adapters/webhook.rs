@@ -168,7 +168,7 @@ impl Outbox {
         write_atomic(&path, &bytes).map_err(|err| DeliverError::Io(err.to_string()))
     }
 
-    fn update(&self, path: &Path, e: &Entry) {
+    fn update(path: &Path, e: &Entry) {
         let _ = write_atomic(path, &serde_json::to_vec(e).expect("entry serializes"));
     }
 }
@@ -181,11 +181,12 @@ enum Attempt {
 
 fn jitter(d: Duration) -> Duration {
     // Full jitter in [d/2, d]: spreads retries of many cells hitting one receiver.
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|x| x.subsec_nanos())
-        .unwrap_or(0) as u64;
-    let half = d.as_millis() as u64 / 2;
+    let n = u64::from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |x| x.subsec_nanos()),
+    );
+    let half = u64::try_from(d.as_millis()).unwrap_or(u64::MAX) / 2;
     Duration::from_millis(half + if half > 0 { n % (half + 1) } else { 0 })
 }
 
@@ -218,10 +219,7 @@ impl Webhook {
     }
 
     async fn attempt(&self, client: &reqwest::Client, e: &Entry, remaining: Duration) -> Attempt {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut req = client
             .post(&e.url)
             .timeout(self.timeout.min(remaining))
@@ -288,7 +286,7 @@ impl Webhook {
                         tracing::warn!(url = %e.url, id = %e.id, "receiver rejected the delivery ({msg}): kept in the outbox, not resent");
                         e.rejected = Some(status);
                         e.last_error = Some(msg);
-                        outbox.update(&path, &e);
+                        Outbox::update(&path, &e);
                         sum.rejected.push(Rejected {
                             id: e.id.clone(),
                             url: e.url.clone(),
@@ -298,7 +296,7 @@ impl Webhook {
                     }
                     Attempt::Retry(msg) => {
                         e.last_error = Some(msg.clone());
-                        outbox.update(&path, &e);
+                        Outbox::update(&path, &e);
                         let pause = jitter(backoff);
                         if tokio::time::Instant::now() + pause >= deadline {
                             tracing::warn!(url = %e.url, id = %e.id, "delivery failed ({msg}); queued for the next run or `cellctl report flush`");

@@ -8,7 +8,7 @@ use crate::engine::run::Run;
 use crate::engine::{drain, preflight};
 use crate::error::Error;
 use crate::model::outcome::{CellLeft, CommandName, Outcome};
-use crate::model::phase::Phase;
+use crate::model::phase::{DeadlineAction, Phase};
 use crate::model::step::{Before, ServiceState, Step, StepRecord, StepStatus};
 use crate::model::time::{Timestamp, new_run_id, unix_now};
 use crate::output::report::Report;
@@ -39,8 +39,8 @@ pub(crate) fn new_record(
         cancel_deadline_unix: None,
         options: RunOptions {
             deadline_secs: d.map_or(0, |d| d.deadline.as_secs()),
-            on_deadline: d.map_or(Default::default(), |d| d.on_deadline),
-            after_cancel: d.map_or(Default::default(), |d| d.after_cancel),
+            on_deadline: d.map_or(DeadlineAction::default(), |d| d.on_deadline),
+            after_cancel: d.map_or(DeadlineAction::default(), |d| d.after_cancel),
             maintenance: d.is_some_and(|d| d.maintenance),
             shutdown: d.is_none_or(|d| d.shutdown),
         },

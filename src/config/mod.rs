@@ -243,23 +243,22 @@ pub fn parse(text: &str) -> Result<FileConfig, ParseError> {
     })
 }
 
-fn dur(path: &Option<PathBuf>, key: &'static str, v: &Option<String>) -> Result<Option<Duration>, ConfigError> {
-    v.as_ref()
-        .map(|s| {
-            humantime::parse_duration(s).map_err(|_| ConfigError::Duration {
-                path: path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                key,
-                value: s.clone(),
-            })
+fn dur(path: Option<&Path>, key: &'static str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    v.map(|s| {
+        humantime::parse_duration(s).map_err(|_| ConfigError::Duration {
+            path: path.map(|p| p.display().to_string()).unwrap_or_default(),
+            key,
+            value: s.to_string(),
         })
-        .transpose()
+    })
+    .transpose()
 }
 
 pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>), ConfigError> {
     let (f, path) = load_file(g.config.as_deref())?;
     let tool_timeout = match g.tool_timeout {
         Some(d) => d.into(),
-        None => dur(&path, "tool_timeout", &f.tool_timeout)?.unwrap_or(Duration::from_secs(300)),
+        None => dur(path.as_deref(), "tool_timeout", f.tool_timeout.as_deref())?.unwrap_or(Duration::from_secs(300)),
     };
     if tool_timeout.is_zero() {
         return Err(ConfigError::Invalid(
@@ -296,14 +295,15 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
             .unwrap_or_else(|| "vmware-vcd".into()),
         tool_timeout,
         json: g.json || f.json.unwrap_or(false),
-        install: install_settings(g, &f, &path)?,
-        health: health_settings(g, &f, &path)?,
-        health_deadline: dur(&path, "health.deadline", &f.health.deadline)?.unwrap_or(Duration::from_secs(15 * 60)),
-        webhook: webhook_settings(g, &f, &path)?,
+        install: install_settings(g, &f, path.as_deref())?,
+        health: health_settings(g, &f, path.as_deref())?,
+        health_deadline: dur(path.as_deref(), "health.deadline", f.health.deadline.as_deref())?
+            .unwrap_or(Duration::from_secs(15 * 60)),
+        webhook: webhook_settings(g, &f, path.as_deref())?,
         keep_reports: f.report.keep.unwrap_or(50).max(1),
         metrics_file: g.metrics_file.clone().or(f.report.metrics_file.clone()),
         events: g.events,
-        api: api_settings(g, &f, &path)?,
+        api: api_settings(g, &f, path.as_deref())?,
         redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
     };
     if s.webhook.enabled() {
@@ -312,7 +312,7 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
     Ok((s, f, path))
 }
 
-fn install_settings(g: &GlobalArgs, f: &FileConfig, path: &Option<PathBuf>) -> Result<InstallSettings, ConfigError> {
+fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Result<InstallSettings, ConfigError> {
     let i = InstallSettings {
         systemd_run: g
             .systemd_run
@@ -321,21 +321,22 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: &Option<PathBuf>) -> R
             .unwrap_or_else(|| "systemd-run".into()),
         version_command: match &g.version_command {
             Some(c) => c.split_whitespace().map(str::to_string).collect(),
-            None => f
-                .install
-                .version_command
-                .clone()
-                .unwrap_or_else(|| DEFAULT_VERSION_COMMAND.iter().map(|s| s.to_string()).collect()),
+            None => f.install.version_command.clone().unwrap_or_else(|| {
+                DEFAULT_VERSION_COMMAND
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect()
+            }),
         },
         command: f.install.command.clone(),
-        timeout: dur(path, "install.timeout", &f.install.timeout)?.unwrap_or(Duration::from_secs(2 * 3600)),
+        timeout: dur(path, "install.timeout", f.install.timeout.as_deref())?.unwrap_or(Duration::from_secs(2 * 3600)),
     };
     if i.version_command.is_empty() {
         return Err(ConfigError::Invalid(
             "install.version_command is empty: give the argv that prints the installed version".into(),
         ));
     }
-    if i.command.as_ref().is_some_and(|c| c.is_empty()) {
+    if i.command.as_ref().is_some_and(std::vec::Vec::is_empty) {
         return Err(ConfigError::Invalid(
             "install.command is empty: remove it or give an argv with {package}".into(),
         ));
@@ -346,7 +347,7 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: &Option<PathBuf>) -> R
 fn health_settings(
     g: &GlobalArgs,
     f: &FileConfig,
-    path: &Option<PathBuf>,
+    path: Option<&Path>,
 ) -> Result<crate::adapters::health::Health, ConfigError> {
     Ok(crate::adapters::health::Health {
         url: g
@@ -355,16 +356,16 @@ fn health_settings(
             .or(f.health.url.clone())
             .unwrap_or_else(default_health_url),
         ca_file: g.health_ca_file.clone().or(f.health.ca_file.clone()),
-        request_timeout: dur(path, "health.request_timeout", &f.health.request_timeout)?
+        request_timeout: dur(path, "health.request_timeout", f.health.request_timeout.as_deref())?
             .unwrap_or(Duration::from_secs(10)),
-        interval: dur(path, "health.interval", &f.health.interval)?.unwrap_or(Duration::from_secs(5)),
+        interval: dur(path, "health.interval", f.health.interval.as_deref())?.unwrap_or(Duration::from_secs(5)),
     })
 }
 
 fn webhook_settings(
     g: &GlobalArgs,
     f: &FileConfig,
-    path: &Option<PathBuf>,
+    path: Option<&Path>,
 ) -> Result<crate::adapters::webhook::Webhook, ConfigError> {
     let w = crate::adapters::webhook::Webhook {
         urls: if g.report_url.is_empty() {
@@ -373,10 +374,10 @@ fn webhook_settings(
             g.report_url.clone()
         },
         ca_file: f.report.ca_file.clone(),
-        connect_timeout: dur(path, "report.connect_timeout", &f.report.connect_timeout)?
+        connect_timeout: dur(path, "report.connect_timeout", f.report.connect_timeout.as_deref())?
             .unwrap_or(Duration::from_secs(5)),
-        timeout: dur(path, "report.timeout", &f.report.timeout)?.unwrap_or(Duration::from_secs(10)),
-        budget: dur(path, "report.budget", &f.report.budget)?.unwrap_or(Duration::from_secs(60)),
+        timeout: dur(path, "report.timeout", f.report.timeout.as_deref())?.unwrap_or(Duration::from_secs(10)),
+        budget: dur(path, "report.budget", f.report.budget.as_deref())?.unwrap_or(Duration::from_secs(60)),
         secret: None,
         events: f.report.events.unwrap_or(false),
         outbox_max: f.report.outbox_max.unwrap_or(500),
@@ -392,7 +393,7 @@ fn webhook_settings(
 fn api_settings(
     g: &GlobalArgs,
     f: &FileConfig,
-    path: &Option<PathBuf>,
+    path: Option<&Path>,
 ) -> Result<crate::adapters::api::ApiSettings, ConfigError> {
     Ok(crate::adapters::api::ApiSettings {
         url: g
@@ -401,8 +402,9 @@ fn api_settings(
             .or(f.api.url.clone())
             .unwrap_or_else(|| format!("https://{}", crate::adapters::host::hostname())),
         ca_file: g.api_ca_file.clone().or(f.api.ca_file.clone()),
-        connect_timeout: dur(path, "api.connect_timeout", &f.api.connect_timeout)?.unwrap_or(Duration::from_secs(10)),
-        timeout: dur(path, "api.timeout", &f.api.timeout)?.unwrap_or(Duration::from_secs(30)),
+        connect_timeout: dur(path, "api.connect_timeout", f.api.connect_timeout.as_deref())?
+            .unwrap_or(Duration::from_secs(10)),
+        timeout: dur(path, "api.timeout", f.api.timeout.as_deref())?.unwrap_or(Duration::from_secs(30)),
         cell_name: g
             .cell_name
             .clone()
@@ -411,7 +413,7 @@ fn api_settings(
         min_active_peers: f.api.min_active_peers.unwrap_or(1),
         page_size: f.api.page_size.unwrap_or(128).clamp(1, 128),
         cancel_concurrency: f.api.cancel_concurrency.unwrap_or(4).max(1),
-        cancel_grace: dur(path, "api.cancel_grace", &f.api.cancel_grace)?.unwrap_or(Duration::from_secs(120)),
+        cancel_grace: dur(path, "api.cancel_grace", f.api.cancel_grace.as_deref())?.unwrap_or(Duration::from_secs(120)),
     })
 }
 
@@ -443,17 +445,17 @@ fn default_health_url() -> String {
     format!("https://{}/cloud/server_status", crate::adapters::host::hostname())
 }
 
-pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: &Option<PathBuf>) -> Result<DrainSettings, ConfigError> {
+pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: Option<&Path>) -> Result<DrainSettings, ConfigError> {
     let deadline = match a.deadline {
         Some(d) => d.into(),
-        None => dur(path, "drain.deadline", &f.drain.deadline)?.unwrap_or(Duration::from_secs(30 * 60)),
+        None => dur(path, "drain.deadline", f.drain.deadline.as_deref())?.unwrap_or(Duration::from_secs(30 * 60)),
     };
     let poll_interval = match a.poll_interval {
         Some(d) => Some(d.into()),
-        None => dur(path, "drain.poll_interval", &f.drain.poll_interval)?,
+        None => dur(path, "drain.poll_interval", f.drain.poll_interval.as_deref())?,
     };
     let signal_interval =
-        dur(path, "drain.signal_interval", &f.drain.signal_interval)?.unwrap_or(Duration::from_secs(1));
+        dur(path, "drain.signal_interval", f.drain.signal_interval.as_deref())?.unwrap_or(Duration::from_secs(1));
     if poll_interval.is_some_and(|p| p.is_zero()) || signal_interval.is_zero() {
         return Err(ConfigError::Invalid(
             "poll interval must be more than 0 (it would busy-wait on the cell)".into(),
@@ -522,7 +524,7 @@ mod tests {
         let (s, f, path) = resolve(&g).unwrap();
         assert_eq!(s.user, "fromflag");
         assert_eq!(s.service, "svc");
-        let d = resolve_drain(&DrainArgs::default(), &f, &path).unwrap();
+        let d = resolve_drain(&DrainArgs::default(), &f, path.as_deref()).unwrap();
         assert_eq!(d.deadline, Duration::from_secs(300));
         assert_eq!(d.on_deadline, DeadlineAction::Force);
         assert!(!d.deadline_explicit);
@@ -538,7 +540,9 @@ mod tests {
             ..Default::default()
         };
         let (_, f, path) = resolve(&g).unwrap();
-        let e = resolve_drain(&DrainArgs::default(), &f, &path).unwrap_err().to_string();
+        let e = resolve_drain(&DrainArgs::default(), &f, path.as_deref())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("drain.deadline") && e.contains("soon"), "{e}");
     }
 

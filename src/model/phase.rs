@@ -114,13 +114,13 @@ pub struct InvalidTransition {
 }
 
 impl Phase {
-    pub fn is_done(&self) -> bool {
+    pub fn is_done(self) -> bool {
         matches!(self, Phase::Done { .. })
     }
 
     /// Phases in which the cell may already have been changed but not yet taken down: a
     /// failure or signal here means rolling back.
-    pub fn before_shutdown(&self) -> bool {
+    pub fn before_shutdown(self) -> bool {
         matches!(
             self,
             Phase::Preflighted | Phase::Prepared | Phase::Waiting { .. } | Phase::Drained
@@ -128,7 +128,7 @@ impl Phase {
     }
 
     /// Whether shutdown of the cell has begun: signals no longer roll back.
-    pub fn shutdown_begun(&self) -> bool {
+    pub fn shutdown_begun(self) -> bool {
         matches!(self, Phase::ShuttingDown { .. } | Phase::StoppingService { .. })
     }
 

@@ -91,7 +91,7 @@ pub fn progress(job_count: u64, is_active: bool, waited_secs: u64, deadline_in_s
 }
 
 /// The final line of an events stream.
-pub fn report(doc: Value) {
+pub fn report(doc: &Value) {
     emit("report", json!({"report": doc}), false);
 }
 

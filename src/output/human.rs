@@ -57,7 +57,7 @@ impl Report {
 
 /// A stored report for people.
 pub fn human(v: &Value) -> String {
-    let g = |k: &str| v[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    let g = |k: &str| v[k].as_str().map_or_else(|| "-".into(), str::to_string);
     let mut s = format!(
         "run {}  {} on {}\noutcome: {} (exit {}), cell left {}\nstarted {}  ended {}\n",
         g("run_id"),
@@ -87,10 +87,7 @@ pub fn human(v: &Value) -> String {
                 st["step"].as_str().unwrap_or("?"),
                 st["status"].as_str().unwrap_or("?"),
                 st["started_at"].as_str().unwrap_or(""),
-                st["job_count"]
-                    .as_u64()
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                st["job_count"].as_u64().map_or_else(|| "-".into(), |n| n.to_string()),
                 st["detail"].as_str().map(|d| format!("  ({d})")).unwrap_or_default()
             );
         }
@@ -107,9 +104,9 @@ pub fn human(v: &Value) -> String {
         let _ = writeln!(
             s,
             "delivery: {} delivered, {} queued, {} rejected",
-            d["delivered"].as_array().map_or(0, |a| a.len()),
+            d["delivered"].as_array().map_or(0, std::vec::Vec::len),
             d["queued"],
-            d["rejected"].as_array().map_or(0, |a| a.len())
+            d["rejected"].as_array().map_or(0, std::vec::Vec::len)
         );
     }
     s

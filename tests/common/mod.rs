@@ -68,11 +68,11 @@ impl Cell {
         std::fs::write(&config, "").unwrap();
         let state = tmp.path().join("state");
         Cell {
+            tmp,
             dir,
             state,
             pwfile,
             config,
-            tmp,
         }
     }
 
@@ -194,7 +194,7 @@ impl Cell {
     pub fn state_files_text(&self) -> String {
         let mut s = String::new();
         visit(&self.state, &mut |p| {
-            s.push_str(&String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()))
+            s.push_str(&String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()));
         });
         s
     }
@@ -279,7 +279,7 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()), sig).unwrap();
 }
 
 /// `cellsim serve` for a cell: the health endpoint, stopped on drop.

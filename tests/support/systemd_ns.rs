@@ -59,11 +59,18 @@
 //! - Live: `nsenter --target=<SystemdNs::init_pid> --pid --mount --uts --ipc -- systemctl status`
 //!   or `journalctl -b`; `/proc/<init pid>/root/` is the namespace's file system seen from the host.
 //! - `CELLCTL_REQUIRE_SYSTEMD=1` turns a skip into a failure.
-
+// Harness code: pedantic style lints on helpers (ownership of small arguments, local items)
+// say nothing about what is tested.
+#![allow(
+    clippy::needless_pass_by_value,
+    clippy::items_after_statements,
+    clippy::match_wild_err_arm
+)]
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
@@ -136,12 +143,11 @@ impl Skip {
 
     pub fn report_with(&self, require: bool) {
         let test = thread::current().name().unwrap_or("?").to_string();
-        if require {
-            panic!(
-                "{REQUIRE_ENV}=1 but the systemd test namespace is unavailable ({test}): {}",
-                self.reason
-            );
-        }
+        assert!(
+            !require,
+            "{REQUIRE_ENV}=1 but the systemd test namespace is unavailable ({test}): {}",
+            self.reason
+        );
         // Written to the fd, not with eprintln!, so that libtest's output capture cannot hide it.
         let _ = writeln!(io::stderr().lock(), "SKIPPED: {test}: {}", self.reason);
     }
@@ -477,20 +483,23 @@ impl ExitSlot {
             Ok(s) => s.to_string(),
             Err(e) => format!("wait failed: {e}"),
         };
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+        *self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
         self.cond.notify_all();
     }
 
     fn get(&self) -> Option<String> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn wait(&self, timeout: Duration) -> Option<String> {
-        let guard = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (guard, _) = self
             .cond
             .wait_timeout_while(guard, timeout, |s| s.is_none())
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.clone()
     }
 }
@@ -959,12 +968,11 @@ impl SystemdNs {
             if !is_private(p, &options.tmpfs) || shares.iter().any(|s: &Share| &s.host == p) {
                 continue;
             }
-            if p.starts_with("/run") || p.starts_with("/dev") {
-                panic!(
-                    "systemd_ns: cannot share {} (paths under /run and /dev are not supported)",
-                    p.display()
-                );
-            }
+            assert!(
+                !(p.starts_with("/run") || p.starts_with("/dev")),
+                "systemd_ns: cannot share {} (paths under /run and /dev are not supported)",
+                p.display()
+            );
             let meta = fs::metadata(p).unwrap_or_else(|e| panic!("systemd_ns: share {}: {e}", p.display()));
             shares.push(Share {
                 host: p.clone(),
@@ -1006,7 +1014,10 @@ impl SystemdNs {
             File::open("/dev/urandom")
                 .and_then(|mut f| f.read_exact(&mut bytes))
                 .map_err(|e| io_skip("urandom", e))?;
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            bytes.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
         };
         put(&state_path.join("machine-id"), &format!("{machine_id}\n")).map_err(|e| io_skip("machine-id", e))?;
 
@@ -1019,7 +1030,7 @@ impl SystemdNs {
             .map_err(|e| io_skip("log file", e))?;
         spawn_console_reader(master, log.try_clone().map_err(|e| io_skip("log file", e))?);
 
-        let list = |lines: Vec<String>| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let list = |lines: Vec<String>| lines.iter().flat_map(|l| [l.as_str(), "\n"]).collect::<String>();
         let share_list = list(
             shares
                 .iter()
@@ -1167,7 +1178,7 @@ impl SystemdNs {
         };
         // From here on, Drop cleans up when something fails.
         assert_ne!(
-            pid_ns_of(std::process::id() as i32).as_deref(),
+            pid_ns_of(i32::try_from(std::process::id()).expect("pid fits i32")).as_deref(),
             Some(ns.pid_ns.as_str()),
             "PID namespace not private"
         );
