@@ -174,6 +174,14 @@ fn tasks_of(page: wire::TasksPage) -> (Vec<TaskInfo>, u64) {
     (tasks, page.total)
 }
 
+/// A request that got no answer: the URL and the whole error chain (DNS, refused, TLS).
+fn transport(url: &str) -> impl FnOnce(reqwest::Error) -> ApiError + '_ {
+    move |e| ApiError::Transport {
+        url: url.to_string(),
+        detail: chain(&e),
+    }
+}
+
 /// Shared by concurrent requests (task cancels): the token and version sit behind mutexes
 /// that are never held across an await.
 pub struct Api {
@@ -226,10 +234,7 @@ impl Api {
             .header("Accept", "application/*+json")
             .send()
             .await
-            .map_err(|e| ApiError::Transport {
-                url: url.clone(),
-                detail: chain(&e),
-            })?;
+            .map_err(transport(&url))?;
         let v: wire::Versions = Self::json(&url, resp).await?;
         let ver = newest_version(&v).ok_or_else(|| ApiError::Body {
             url,
@@ -272,10 +277,7 @@ impl Api {
             .header("Accept", format!("application/json;version={v}"))
             .send()
             .await
-            .map_err(|e| ApiError::Transport {
-                url: url.clone(),
-                detail: chain(&e),
-            })?;
+            .map_err(transport(&url))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(ApiError::Unauthorized {
                 url,
@@ -337,10 +339,7 @@ impl Api {
                 .header("Accept", format!("{accept};version={v}"))
                 .send()
                 .await
-                .map_err(|e| ApiError::Transport {
-                    url: url.clone(),
-                    detail: chain(&e),
-                })?;
+                .map_err(transport(&url))?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 tracing::info!("API session expired; logging in again");
                 self.set_token(None);

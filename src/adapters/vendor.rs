@@ -201,6 +201,22 @@ fn classify_failure(call: &str, user: &str, o: &Output) -> ToolError {
     }
 }
 
+/// A call that did not run to an answer: hung, missing, or an I/O error.
+fn not_run(call: String, e: ExecError) -> ToolError {
+    match e {
+        ExecError::TimedOut { after, .. } => ToolError::Hung { call, after },
+        ExecError::Spawn { program, source } => ToolError::Missing {
+            program,
+            detail: source.to_string(),
+        },
+        e => ToolError::Failed {
+            call,
+            status: "an I/O error".into(),
+            detail: e.to_string(),
+        },
+    }
+}
+
 /// The cell's vendor tools under one VCD home.
 #[derive(Debug, Clone)]
 pub struct CellTool {
@@ -261,21 +277,12 @@ impl CellTool {
                     Err(classify_failure(&call, &self.user, &o))
                 }
             }
-            Err(ExecError::TimedOut { after, .. }) => Err(ToolError::Hung { call, after }),
             Err(ExecError::Aborted { reason, partial }) => Err(ToolError::Rejected {
                 call,
                 user: self.user.clone(),
                 detail: format!("{reason}: {}", error_detail(&redact(*partial))),
             }),
-            Err(ExecError::Spawn { program, source }) => Err(ToolError::Missing {
-                program,
-                detail: source.to_string(),
-            }),
-            Err(e) => Err(ToolError::Failed {
-                call,
-                status: "an I/O error".into(),
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(not_run(call, e)),
         }
     }
 
@@ -326,16 +333,7 @@ impl CellTool {
         match exec::run(&self.vcd_cell, &["maintenance"], self.timeout).await {
             Ok(o) if o.success() => Ok(()),
             Ok(o) => Err(classify_failure(&call, &self.user, &o)),
-            Err(ExecError::TimedOut { after, .. }) => Err(ToolError::Hung { call, after }),
-            Err(ExecError::Spawn { program, source }) => Err(ToolError::Missing {
-                program,
-                detail: source.to_string(),
-            }),
-            Err(e) => Err(ToolError::Failed {
-                call,
-                status: "an I/O error".into(),
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(not_run(call, e)),
         }
     }
 }

@@ -358,10 +358,8 @@ async fn install_stage(
     make_runnable(&pkg)?;
     let unit = up(run).install_unit.clone();
     let spec = install_spec(s, &pkg, &unit, up(run).allow_downgrade)?;
-    let st = units::unit_result(ctx, run, INSTALL, spec, tr, o.pkg.retry_install).await?;
-    let tail = ctx.tool.password.redact(&tr.tail(&unit));
-    up_mut(run).installer_tail = Some(tail.clone());
-    let idx = units::judge(run, INSTALL, &unit, &st, s.install.timeout, &tail)?;
+    let keep = |run: &mut Run, tail| up_mut(run).installer_tail = Some(tail);
+    let (st, idx) = units::run_step(ctx, run, INSTALL, spec, tr, o.pkg.retry_install, keep).await?;
     let after = installed_version(s).await;
     up_mut(run).version_after.clone_from(&after);
     let before = up(run).version_before.clone();
@@ -402,9 +400,7 @@ async fn db_stage(
         env: vec![],
         timeout: s.install.timeout,
     };
-    let st = units::unit_result(ctx, run, DB_UPGRADE, spec, tr, o.pkg.retry_install).await?;
-    let tail = ctx.tool.password.redact(&tr.tail(&unit));
-    let idx = units::judge(run, DB_UPGRADE, &unit, &st, s.install.timeout, &tail)?;
+    let (_, idx) = units::run_step(ctx, run, DB_UPGRADE, spec, tr, o.pkg.retry_install, |_, _| {}).await?;
     run.end(idx, StepStatus::Done, None)?;
     run.stage_event(StageEvent::DbUpgraded)
 }

@@ -101,10 +101,31 @@ pub(crate) async fn unit_result(
     }
 }
 
+/// Run (or pick up) a unit step and judge its result: Ok with the step's index when the unit
+/// succeeded (the caller ends the step), else the step is recorded failed. `keep_tail` stores
+/// the unit's redacted output tail first, whatever the result.
+pub(crate) async fn run_step(
+    ctx: &Ctx<'_>,
+    run: &mut Run,
+    us: UnitStep,
+    spec: UnitSpec,
+    tr: &Transient,
+    retry: bool,
+    keep_tail: fn(&mut Run, String),
+) -> Result<(UnitStatus, usize), Error> {
+    let unit = spec.unit.clone();
+    let limit = spec.timeout;
+    let st = unit_result(ctx, run, us, spec, tr, retry).await?;
+    let tail = ctx.tool.password.redact(&tr.tail(&unit));
+    keep_tail(run, tail.clone());
+    let idx = judge(run, us, &unit, &st, limit, &tail)?;
+    Ok((st, idx))
+}
+
 /// Judge a unit's result: a unit killed by a signal after running for its whole limit was
 /// stopped by systemd at RuntimeMaxSec (the configured timeout) and is reported as such. On
 /// failure the step is recorded failed and the error returned.
-pub(crate) fn judge(
+fn judge(
     run: &mut Run,
     us: UnitStep,
     unit: &str,
