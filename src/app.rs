@@ -18,6 +18,7 @@ use crate::model::outcome::CommandName;
 use crate::model::time::{Timestamp, new_run_id};
 use crate::output::report::{CellDoc, Report};
 use crate::output::{events, metrics};
+use crate::store::journal::JournalError;
 use crate::store::reports;
 
 fn init_logging() {
@@ -173,12 +174,18 @@ async fn run_and_report(
             return code::INTERNAL;
         }
     };
-    write_metrics(settings, None, Some((name.as_str(), &started_at.to_string())));
     let flusher = tokio::spawn(events::background_flusher(settings.webhook.budget));
     let (mut rep, res) = run_command(cmd, settings, file, path, sig).await;
     flusher.abort();
     rep.started_at.get_or_insert(started_at);
-    finish_run(settings, &mut rep).await;
+    // A run refused by the lock is not this host's last run: another one is under way, and its
+    // report, metrics and deliveries are its own.
+    let refused = matches!(res, Err(Error::Journal(JournalError::Locked { .. })));
+    if refused {
+        rep.ended_at.get_or_insert_with(Timestamp::now);
+    } else {
+        finish_run(settings, &mut rep).await;
+    }
     if events::stdout_enabled() {
         rep.emit(false);
         events::report(&serde_json::to_value(&rep).expect("report serializes"));
@@ -285,7 +292,7 @@ async fn finish_run(s: &Settings, rep: &mut Report) {
             tracing::warn!("could not save the report: {e}");
         }
     }
-    write_metrics(s, Some(&serde_json::to_value(&*rep).expect("report serializes")), None);
+    write_metrics(s, &serde_json::to_value(&*rep).expect("report serializes"));
 }
 
 /// Queue the report for every receiver in the outbox, then flush within the budget.
@@ -319,10 +326,10 @@ async fn deliver(s: &Settings, rep: &mut Report, report_id: &str, run_id: &str) 
 }
 
 /// Metrics of this host's runs: `last` is the run just finished, else the newest saved report.
-pub(crate) fn write_metrics(s: &Settings, last: Option<&serde_json::Value>, in_progress: Option<(&str, &str)>) {
+fn write_metrics(s: &Settings, last: &serde_json::Value) {
     if let Some(path) = &s.metrics_file {
         let outbox = Outbox::new(&s.state_dir, s.webhook.outbox_max);
-        metrics::update(path, &s.state_dir, &outbox, last, in_progress);
+        metrics::update(path, &s.state_dir, &outbox, Some(last), None);
     }
 }
 

@@ -1967,7 +1967,18 @@ impl Receiver {
     }
 
     fn listen(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the receiver");
+        // Coming back on its old port: while it was down another process's connection may have
+        // taken the port as its ephemeral source port for a moment; wait that out.
+        let until = Instant::now() + Duration::from_secs(30);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("bind the receiver on port {}: {e}", self.port),
+            }
+        };
         self.port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));

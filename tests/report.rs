@@ -64,7 +64,18 @@ impl Receiver {
     }
 
     fn start_on(port: u16, script: &[Answer]) -> Receiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        // A port given back (a receiver that comes back) may be some connection's ephemeral
+        // source port for a moment: wait that out.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("bind the receiver on port {port}: {e}"),
+            }
+        };
         let port = listener.local_addr().unwrap().port();
         let r = Receiver {
             port,

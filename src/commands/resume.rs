@@ -40,11 +40,17 @@ impl Procedure for Resume {
                 rec.run_id, up.stage, rec.command
             )));
         }
+        if rec.phase.shutdown_begun() {
+            return Err(Error::Conflict(format!("run {}: {}", rec.run_id, rec.advice())));
+        }
         let svc = preflight::service_state(&ctx.service).await?;
         if svc != ServiceState::Running {
             return Err(Error::Conflict(format!(
-                "service {} is {svc}: `resume` undoes quiesce and maintenance on a running cell; start it first (systemctl start {}), or run `cellctl drain` to finish the recorded run {}",
-                ctx.s.service, ctx.s.service, rec.run_id
+                "service {} is {svc}: `resume` undoes quiesce and maintenance on a running cell; start it first (systemctl start {}); for the recorded run {}: {}",
+                ctx.s.service,
+                ctx.s.service,
+                rec.run_id,
+                rec.advice()
             )));
         }
         tracing::info!(run_id = %rec.run_id, phase = ?rec.phase, "undoing the recorded run");

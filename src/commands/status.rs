@@ -2,7 +2,7 @@
 
 use crate::adapters::api::Api;
 use crate::adapters::credentials;
-use crate::adapters::vendor::CellTool;
+use crate::adapters::vendor::{CellTool, ToolError};
 use crate::config::Settings;
 use crate::engine::context::service_of;
 use crate::error::Error;
@@ -28,7 +28,16 @@ async fn report(s: &Settings) -> Result<Report, Error> {
         None
     };
     let st = match &tool {
-        Some(t) => Some(t.status().await?),
+        // A cell shut down under a running service (a run killed in its last step) cannot
+        // answer; the recorded run is what the operator needs to see then.
+        Some(t) => match t.status().await {
+            Ok(st) => Some(st),
+            Err(e @ ToolError::CellDown { .. }) => {
+                tracing::warn!("{e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     let recorded = if s.state_dir.join("current.json").exists() {

@@ -127,6 +127,8 @@ pub struct DrainFile {
     pub poll_interval: Option<String>,
     /// How often the API's task list is read between tool polls.
     pub signal_interval: Option<String>,
+    /// How long the undo after a signal may take, in all (well inside the unit's TimeoutStopSec).
+    pub rollback_budget: Option<String>,
 }
 
 /// Resolved settings shared by every command.
@@ -153,6 +155,8 @@ pub struct Settings {
     pub api: crate::adapters::api::ApiSettings,
     /// Ask the API for the other cells before any change (fails closed).
     pub redundancy_guard: bool,
+    /// How long the undo after a signal may take in all: a stop request must end the run.
+    pub rollback_budget: Duration,
 }
 
 /// The systemd credential name for the webhook signing secret.
@@ -305,6 +309,7 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
         events: g.events,
         api: api_settings(g, &f, path.as_deref())?,
         redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
+        rollback_budget: rollback_budget(&f, path.as_deref())?,
     };
     if s.webhook.enabled() {
         s.webhook.secret = Some(webhook_secret(g, &f, s.credentials_dir.as_deref())?);
@@ -438,6 +443,18 @@ fn webhook_secret(
         }
     };
     secret.map_err(|e| ConfigError::Invalid(format!("report signing secret: {e}")))
+}
+
+/// Default 2 minutes: the shipped unit's TimeoutStopSec is 10 minutes, and a stop request must
+/// end the run well before systemd kills it.
+fn rollback_budget(f: &FileConfig, path: Option<&Path>) -> Result<Duration, ConfigError> {
+    let b = dur(path, "drain.rollback_budget", f.drain.rollback_budget.as_deref())?.unwrap_or(Duration::from_secs(120));
+    if b.is_zero() {
+        return Err(ConfigError::Invalid(
+            "drain.rollback_budget must be more than 0: the undo after a signal needs time".into(),
+        ));
+    }
+    Ok(b)
 }
 
 /// The cell serves its own name's certificate, so the default names this host, not localhost.

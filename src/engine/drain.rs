@@ -13,6 +13,7 @@ use crate::model::step::{Step, StepStatus};
 
 use super::context::Ctx;
 use super::run::{Recorder, Run};
+use super::signals;
 use super::wait::{self, Waiter};
 
 /// How long the service may take to report stopped after `systemctl stop`.
@@ -48,11 +49,13 @@ pub(crate) async fn drive(ctx: &Ctx<'_>, run: &mut Run, d: &DrainSettings) {
     let mut waiter = Waiter::default();
     loop {
         // A signal that arrived during a step (not while waiting) is acted on here.
-        if ctx.sig.pending().is_some()
+        if let Some(s) = ctx.sig.pending()
             && run.rec.phase.before_shutdown()
-            && let Err(e) = run.drain_event(Event::Interrupt)
         {
-            run.on_error(e);
+            signals::log_undo(s);
+            if let Err(e) = run.drain_event(Event::Interrupt) {
+                run.on_error(e);
+            }
         }
         let phase = run.rec.phase;
         let r = match phase {
@@ -77,16 +80,25 @@ pub(crate) async fn drive(ctx: &Ctx<'_>, run: &mut Run, d: &DrainSettings) {
                 break;
             }
         }
-        if run.rec.phase.shutdown_begun()
+        // A signal during a shutdown step (the last one included) does not stop the step, but
+        // the run ends as interrupted, and nothing further (an upgrade's install) is begun.
+        if (phase.shutdown_begun() || run.rec.phase.shutdown_begun())
             && let Some(s) = ctx.sig.pending()
+            && run.late_signal.is_none()
         {
+            tracing::warn!(
+                "{}: the shutdown had begun; it was finished, nothing is undone",
+                signals::name(s)
+            );
             run.late_signal = Some(s);
         }
     }
 }
 
-/// Take a step that changes the cell, unless a previous attempt already finished it.
-async fn act<Fut>(run: &mut Run, step: Step, what: &str, f: Fut) -> Result<(), Error>
+/// Take a step that changes the cell (before shutdown), unless a previous attempt already
+/// finished it. A signal abandons the call (its process group is killed): the step stays
+/// recorded as possibly made, so the rollback that follows undoes it.
+async fn act<Fut>(ctx: &Ctx<'_>, run: &mut Run, step: Step, what: &str, f: Fut) -> Result<(), Error>
 where
     Fut: std::future::Future<Output = Result<(), ToolError>>,
 {
@@ -95,7 +107,18 @@ where
     }
     let idx = run.begin(step)?;
     tracing::info!("{what}");
-    match f.await {
+    let mut sig = ctx.sig.clone();
+    let r = tokio::select! {
+        biased;
+        s = sig.received() => {
+            signals::log_undo(s);
+            // Left `started`: the abandoned call may have taken effect, so the undo covers it.
+            run.rec.steps[idx].detail = Some(format!("abandoned: {} received during the call", signals::name(s)));
+            return run.drain_event(Event::Interrupt);
+        }
+        r = f => r,
+    };
+    match r {
         Ok(()) => run.end(idx, StepStatus::Done, None),
         Err(e) => Err(run.fail_step(idx, e.into())),
     }
@@ -117,8 +140,12 @@ async fn prepare(ctx: &Ctx<'_>, run: &mut Run, d: &DrainSettings) -> Result<(), 
             )?;
         } else {
             let what = "maintenance message on (vmware-vcd-cell maintenance)";
-            act(run, Step::MaintenanceOn, what, ctx.tool.maintenance_on()).await?;
+            act(ctx, run, Step::MaintenanceOn, what, ctx.tool.maintenance_on()).await?;
         }
+    }
+    if matches!(run.rec.phase, Phase::RollingBack { .. }) {
+        // A signal abandoned the step: the run is rolling back.
+        return Ok(());
     }
     run.drain_event(Event::Prepared)
 }
@@ -127,6 +154,7 @@ async fn quiesce(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
     if !run.step_done(Step::Quiesce) {
         if before_active(run).0 {
             act(
+                ctx,
                 run,
                 Step::Quiesce,
                 "quiescing: cell --quiesce true",
@@ -139,6 +167,9 @@ async fn quiesce(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
                 "cell was already inactive (quiesced) before this run; left as found",
             )?;
         }
+    }
+    if matches!(run.rec.phase, Phase::RollingBack { .. }) {
+        return Ok(());
     }
     run.drain_event(Event::Quiesced)
 }
@@ -167,8 +198,14 @@ async fn stop_service(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
     run.drain_event(Event::ServiceStopped)
 }
 
-/// Undo what this run changed, newest first. Journal write failures do not stop an undo.
+/// Undo what this run changed, newest first. Journal write failures do not stop an undo. After
+/// a signal the whole undo has a budget (`[drain] rollback_budget`): a stop request ends the run
+/// in bounded time, and what could not be undone is recorded with the command that finishes it.
 pub(crate) async fn rollback(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+    let budget = ctx
+        .sig
+        .pending()
+        .map(|_| tokio::time::Instant::now() + ctx.s.rollback_budget);
     let mut errors = vec![];
     let undos: [(Step, Step, &str); 2] = [
         (Step::Quiesce, Step::UndoQuiesce, "undo: cell --quiesce false"),
@@ -184,15 +221,26 @@ pub(crate) async fn rollback(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> 
         }
         let idx = run.begin(undo).map_err(|e| tracing::error!("{e}; undoing anyway")).ok();
         tracing::info!("{what}");
-        let r = match undo {
-            Step::UndoQuiesce => ctx.tool.quiesce(false).await,
-            _ => ctx.tool.maintenance_off().await,
+        let call = async {
+            match undo {
+                Step::UndoQuiesce => ctx.tool.quiesce(false).await.map_err(|e| e.to_string()),
+                _ => ctx.tool.maintenance_off().await.map_err(|e| e.to_string()),
+            }
+        };
+        let r = match budget {
+            Some(until) => tokio::time::timeout_at(until, call).await.unwrap_or_else(|_| {
+                Err(format!(
+                    "the undo's budget of {} after the signal ran out ([drain] rollback_budget); `cellctl resume` finishes it",
+                    humantime::format_duration(ctx.s.rollback_budget)
+                ))
+            }),
+            None => call.await,
         };
         let (status, detail) = match r {
             Ok(()) => (StepStatus::Done, None),
             Err(e) => {
                 errors.push(format!("{what}: {e}"));
-                (StepStatus::Failed, Some(e.to_string()))
+                (StepStatus::Failed, Some(e))
             }
         };
         if let Some(i) = idx

@@ -77,15 +77,21 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
         tool_without_password(s)
     };
     let ctx = Ctx::new(s, tool, sig);
-    let (rec, persisted) = match journal.current()? {
+    let mut recorded = journal.current()?;
+    if let Some(rec) = recorded.take_if(|r| interrupted_undo(r) && p.command() != CommandName::Resume) {
+        // An earlier run's undo was cut short (kill -9, reboot): finish it first, then do what
+        // was asked, as a run of its own.
+        finish_undo(&ctx, &journal, rec).await?;
+    }
+    let (rec, persisted) = match recorded {
         Some(mut rec) => {
             if !p.takes_over(&rec) {
                 return Err(Error::Conflict(format!(
-                    "a `{}` run ({}) is recorded in {}; finish it with `cellctl {}` or undo it with `cellctl resume`",
+                    "a `{}` run ({}) is recorded in {}: {}",
                     rec.command,
                     rec.run_id,
                     journal.current_path().display(),
-                    rec.command
+                    rec.advice()
                 )));
             }
             p.continue_record(&ctx, &mut rec).await?;
@@ -100,12 +106,57 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
         },
     };
     let mut run = Run::new(journal, rec, persisted);
+    mark_in_progress(s, &run.rec);
     p.enter(&ctx, &mut run).await?;
     let result = p.drive(&ctx, &mut run).await;
     if let Some(api) = &ctx.api {
         api.logout().await;
     }
     conclude(run, report, result, &ctx.sig)
+}
+
+/// A recorded undo that its process did not finish (the run is not an operator's `resume`
+/// being continued: that one is finished by `resume` as its own work).
+fn interrupted_undo(rec: &RunRecord) -> bool {
+    matches!(rec.phase, Phase::RollingBack { .. })
+}
+
+/// Finish a recorded undo and archive its run. Its own outcome (aborted, interrupted, failed)
+/// is the one it was undoing for; this process reports its own run afterwards.
+async fn finish_undo(ctx: &Ctx<'_>, journal: &Journal, rec: RunRecord) -> Result<(), Error> {
+    tracing::info!(run_id = %rec.run_id, "finishing the undo of run {} ({}), cut short earlier", rec.run_id, rec.command);
+    let mut run = Run::new(journal.clone(), rec, true);
+    if let Err(e) = super::drain::rollback(ctx, &mut run).await {
+        return Err(Error::RollbackIncomplete(format!(
+            "run {} could not be undone ({}); it stays recorded: `cellctl resume` retries",
+            run.rec.run_id,
+            inner(&e)
+        )));
+    }
+    run.rec.outcome = Some(match run.rec.phase {
+        Phase::Done { outcome } => outcome,
+        _ => Outcome::Failed,
+    });
+    run.rec.ended_at = Some(Timestamp::now());
+    let archived = run.journal.finish(&run.rec)?;
+    tracing::info!("run {} undone and archived in {}", run.rec.run_id, archived.display());
+    Ok(())
+}
+
+/// Metrics say a run is under way, with its id, once it holds the lock (a run refused by the
+/// lock must not say so).
+fn mark_in_progress(s: &Settings, rec: &RunRecord) {
+    if let Some(path) = &s.metrics_file {
+        let outbox = crate::adapters::webhook::Outbox::new(&s.state_dir, s.webhook.outbox_max);
+        let started = rec.started_at.to_string();
+        crate::output::metrics::update(
+            path,
+            &s.state_dir,
+            &outbox,
+            None,
+            Some((rec.command.as_str(), &rec.run_id, &started)),
+        );
+    }
 }
 
 /// How a run ended, from where its state machine stands.

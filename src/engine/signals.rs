@@ -41,6 +41,11 @@ impl SignalWatch {
     }
 }
 
+/// The run acts on a signal before shutdown: it undoes what it changed.
+pub fn log_undo(sig: i32) {
+    tracing::warn!("{}: undoing this run's changes", name(sig));
+}
+
 /// Install the handler thread. `journal_hint` is printed if we must exit at once.
 pub fn install(command: CommandName, json: bool, journal_hint: String) -> std::io::Result<SignalWatch> {
     let (tx, rx) = watch::channel(None);
@@ -51,8 +56,9 @@ pub fn install(command: CommandName, json: bool, journal_hint: String) -> std::i
             match first {
                 None => {
                     first = Some(sig);
+                    // What is done about it depends on the step: the run says so when it acts.
                     tracing::warn!(
-                        "{} received: undoing this run's changes (a second signal exits at once)",
+                        "{} received: stopping safely (a second signal exits at once)",
                         name(sig)
                     );
                     let _ = tx.send(Some(sig));
@@ -66,7 +72,7 @@ pub fn install(command: CommandName, json: bool, journal_hint: String) -> std::i
 
 fn exit_now(command: CommandName, sig: i32, json: bool, journal_hint: &str) -> ! {
     eprintln!(
-        "cellctl: second {} - exiting at once; the journal in {journal_hint} is kept: `cellctl drain` continues the run, `cellctl resume` undoes it",
+        "cellctl: second {} - exiting at once; the journal in {journal_hint} is kept: `cellctl status` names the command that continues or undoes the run",
         name(sig)
     );
     Report::emit_emergency(command, sig, name(sig), journal_hint, json);

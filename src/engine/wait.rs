@@ -17,6 +17,7 @@ use crate::output::progress::Progress;
 
 use super::context::Ctx;
 use super::run::{Recorder, Run};
+use super::signals;
 
 /// Consecutive failed status polls tolerated while waiting (a JVM hiccup is not a reason to
 /// give up a long drain; a cell that stopped answering is).
@@ -110,7 +111,11 @@ pub(crate) async fn wait(ctx: &Ctx<'_>, run: &mut Run, d: &DrainSettings, w: &mu
         let call_started = Instant::now();
         let polled = tokio::select! {
             biased;
-            _ = sig.received() => { progress.finish(); return run.drain_event(Event::Interrupt); }
+            s = sig.received() => {
+                progress.finish();
+                signals::log_undo(s);
+                return run.drain_event(Event::Interrupt);
+            }
             r = ctx.tool.status() => r,
         };
         let left = deadline_at - unix_now();
@@ -247,8 +252,9 @@ async fn hint_window(
         };
         tokio::select! {
             biased;
-            _ = sig.received() => {
+            s = sig.received() => {
                 progress.finish();
+                signals::log_undo(s);
                 run.drain_event(Event::Interrupt)?;
                 return Ok(true);
             }

@@ -123,7 +123,7 @@ impl Phase {
     pub fn before_shutdown(self) -> bool {
         matches!(
             self,
-            Phase::Preflighted | Phase::Prepared | Phase::Waiting { .. } | Phase::Drained
+            Phase::Preflighted | Phase::Prepared | Phase::Waiting { .. } | Phase::Canceling { .. } | Phase::Drained
         )
     }
 
@@ -376,6 +376,19 @@ mod tests {
             BeginShutdown,
         ]);
         assert_eq!(p.next(Interrupt).unwrap(), p);
+    }
+
+    #[test]
+    fn a_signal_or_failure_while_canceling_rolls_back() {
+        let c = Phase::Canceling { seen_drained: 1 };
+        assert_eq!(
+            c.next(Event::Interrupt).unwrap(),
+            Phase::RollingBack { cause: Cause::Signal }
+        );
+        assert_eq!(
+            c.next(Event::Failure).unwrap(),
+            Phase::RollingBack { cause: Cause::Failure }
+        );
     }
 
     #[test]

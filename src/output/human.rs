@@ -45,8 +45,8 @@ impl Report {
             Some(r) => {
                 let _ = writeln!(
                     s,
-                    "recorded run: {} ({}, phase {:?}, started {}, pid {}): `cellctl drain` continues it, `cellctl resume` undoes it",
-                    r.run_id, r.command, r.phase, r.started_at, r.pid
+                    "recorded run: {} ({}, phase {:?}, started {}, pid {}): {}",
+                    r.run_id, r.command, r.phase, r.started_at, r.pid, r.advice
                 );
             }
             None => s.push_str("recorded run: none\n"),

@@ -136,18 +136,14 @@ pub fn update(
     state_dir: &Path,
     outbox: &crate::adapters::webhook::Outbox,
     last: Option<&Value>,
-    in_progress: Option<(&str, &str)>,
+    in_progress: Option<(&str, &str, &str)>,
 ) {
     let stored = if last.is_none() {
         crate::store::reports::load(state_dir, None).ok()
     } else {
         None
     };
-    let text = render(
-        last.or(stored.as_ref()),
-        in_progress.map(|(c, t)| (c, "", t)),
-        outbox.size(),
-    );
+    let text = render(last.or(stored.as_ref()), in_progress, outbox.size());
     if let Err(e) = write(path, &text) {
         tracing::warn!("could not write metrics to {}: {e}", path.display());
     }

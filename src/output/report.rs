@@ -50,6 +50,9 @@ pub struct RecordedRun {
     pub outcome: Option<Outcome>,
     pub started_at: Timestamp,
     pub pid: u32,
+    /// The one right next step (human text only).
+    #[serde(skip)]
+    pub advice: String,
 }
 
 impl From<&RunRecord> for RecordedRun {
@@ -61,6 +64,7 @@ impl From<&RunRecord> for RecordedRun {
             outcome: r.outcome,
             started_at: r.started_at,
             pid: r.pid,
+            advice: r.advice(),
         }
     }
 }

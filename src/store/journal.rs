@@ -60,7 +60,7 @@ struct LockHolder {
     started_at: Timestamp,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Journal {
     pub dir: PathBuf,
 }

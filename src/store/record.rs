@@ -137,6 +137,28 @@ impl RunRecord {
         }
     }
 
+    /// The one right next step for an operator who finds this record (status, refusals).
+    pub fn advice(&self) -> String {
+        let cmd = self.command;
+        if let Some(up) = self.upgrade.as_ref().filter(|_| self.past_drain()) {
+            return format!("`cellctl {cmd}` continues it from stage {}", up.stage);
+        }
+        match self.phase {
+            Phase::RollingBack { .. } => format!(
+                "its undo was interrupted: `cellctl resume` finishes it (`cellctl {cmd}` finishes it too, then starts afresh)"
+            ),
+            Phase::ShuttingDown { .. } | Phase::StoppingService { .. } => format!(
+                "its shutdown had begun and cannot be undone: `cellctl {cmd}` finishes it (then `cellctl start` brings the cell back if wanted)"
+            ),
+            Phase::Done {
+                outcome: Outcome::Drained,
+            } => "the cell is drained and parked: `cellctl drain` shuts it down, `cellctl resume` undoes the drain"
+                .to_string(),
+            Phase::Done { .. } => format!("it has ended: `cellctl {cmd}` archives it"),
+            _ => format!("`cellctl {cmd}` continues it, `cellctl resume` undoes it"),
+        }
+    }
+
     /// The drain stage is over (or there was none): an `install`/`upgrade` record past it.
     pub fn past_drain(&self) -> bool {
         self.upgrade.as_ref().is_some_and(|u| u.stage != Stage::Drain)
