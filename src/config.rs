@@ -1,5 +1,8 @@
 //! Settings: command-line flag > `CELLCTL_*` environment (both via clap) > config file > default.
 
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::{DrainArgs, GlobalArgs};
 use crate::journal::DeadlineAction;
+use crate::trust::Owners;
 
 pub const DEFAULT_CONFIG: &str = "/etc/cellctl/config.toml";
 
@@ -19,6 +23,15 @@ pub enum ConfigError {
         path: String,
         key: &'static str,
         value: String,
+    },
+    /// A file that someone other than root or this user could have written.
+    #[error("{subject} {problem}: {why}, so it is refused; fix with: {fix}")]
+    Untrusted {
+        /// The file, and where it was named.
+        subject: String,
+        problem: String,
+        why: &'static str,
+        fix: String,
     },
     #[error("{0}")]
     Invalid(String),
@@ -196,26 +209,81 @@ pub struct DrainSettings {
 }
 
 /// Read the config file. The default path may be absent; an explicit one must exist.
+///
+/// The file names commands cellctl runs as root, so it is refused unless only root or this user
+/// can write it. The check and the read use one open handle: a file swapped in between the two
+/// is never read.
 pub fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
     let (path, required) = match explicit {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok((FileConfig::default(), None)),
-        Err(e) => {
-            return Err(ConfigError::File {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            });
-        }
-    };
-    let cfg = parse(&text).map_err(|detail| ConfigError::File {
+    let file_err = |detail: String| ConfigError::File {
         path: path.display().to_string(),
         detail,
-    })?;
+    };
+    // O_NONBLOCK: a FIFO given as the config must not hang the run; it is refused below.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok((FileConfig::default(), None)),
+        Err(e) => return Err(file_err(e.to_string())),
+    };
+    let meta = file.metadata().map_err(|e| file_err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(file_err("not a regular file".into()));
+    }
+    if let Some(x) = crate::trust::exposure(&meta, Owners::RootOrMe) {
+        return Err(untrusted(
+            format!("config file {}", path.display()),
+            &path,
+            x,
+            "it names commands cellctl runs as root",
+        ));
+    }
+    let mut text = String::new();
+    (&file).read_to_string(&mut text).map_err(|e| file_err(e.to_string()))?;
+    let cfg = parse(&text).map_err(file_err)?;
     Ok((cfg, Some(path)))
+}
+
+/// The refusal of a file others could have written, with the command that fixes it.
+fn untrusted(subject: String, path: &Path, x: crate::trust::Exposure, why: &'static str) -> ConfigError {
+    let fix = match x {
+        crate::trust::Exposure::Writable { .. } => format!("chmod go-w {}", path.display()),
+        crate::trust::Exposure::Owner { .. } => format!("chown root {}", path.display()),
+    };
+    ConfigError::Untrusted {
+        subject,
+        problem: x.problem(Owners::RootOrMe),
+        why,
+        fix,
+    }
+}
+
+/// A program named by its absolute path in the config runs as root: refused when another user
+/// could replace its contents. A bare name is looked up on root's PATH at run time, and a path
+/// that does not exist runs nothing (the command itself then fails, naming it).
+fn check_program(config: &Path, key: &str, argv: &[String]) -> Result<(), ConfigError> {
+    let Some(program) = argv.first().map(Path::new).filter(|p| p.is_absolute()) else {
+        return Ok(());
+    };
+    // Follows symlinks: the file that would be executed is the one that counts.
+    let Ok(meta) = std::fs::metadata(program) else {
+        return Ok(());
+    };
+    match crate::trust::exposure(&meta, Owners::RootOrMe) {
+        Some(x) => Err(untrusted(
+            format!("program {} ({key} in {})", program.display(), config.display()),
+            program,
+            x,
+            "cellctl runs it as root",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Parse config text; the error is one line with the line number.
@@ -359,6 +427,17 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
             return Err(ConfigError::Invalid(format!("report url {u:?} is not an http(s) URL")));
         }
     }
+    if let Some(p) = &path {
+        if let Some(c) = &s.install.command {
+            check_program(p, "[install] command", c)?;
+        }
+        // A --version-command (or CELLCTL_VERSION_COMMAND) replaces the file's, which then never runs.
+        if g.version_command.is_none()
+            && let Some(c) = &f.install.version_command
+        {
+            check_program(p, "[install] version_command", c)?;
+        }
+    }
     if s.webhook.enabled() {
         let secret_file = g.report_secret_file.clone().or(f.report.secret_file.clone());
         let from_cred = s
@@ -492,6 +571,45 @@ mod tests {
         let (_, f, path) = resolve(&g).unwrap();
         let e = resolve_drain(&DrainArgs::default(), &f, &path).unwrap_err().to_string();
         assert!(e.contains("drain.deadline") && e.contains("soon"), "{e}");
+    }
+
+    fn config_with(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn config_others_can_write_is_refused_with_the_fix() {
+        for mode in [0o664, 0o646] {
+            let (_d, p) = config_with("", mode);
+            let e = load_file(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains(&format!("mode {mode:o}")), "{e}");
+            assert!(e.contains(&format!("chmod go-w {}", p.display())), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let (_d, p) = config_with("", 0o644);
+        assert!(load_file(Some(&p)).is_ok());
+    }
+
+    #[test]
+    fn writable_program_named_by_the_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, p) = config_with("", 0o600);
+        let prog = d.path().join("installer");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let argv = vec![prog.display().to_string(), "{package}".into()];
+        let e = check_program(&p, "[install] command", &argv).unwrap_err().to_string();
+        assert!(e.contains(&format!("chmod go-w {}", prog.display())), "{e}");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_program(&p, "[install] command", &argv).is_ok());
+        // Bare names and absent files are not files anyone could have written.
+        assert!(check_program(&p, "[install] command", &["rpm".into()]).is_ok());
+        assert!(check_program(&p, "[install] command", &["/nonexistent/x".into()]).is_ok());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod report;
 pub mod service;
 pub mod signals;
+pub mod trust;
 pub mod upgrade;
 pub mod vendor;
 

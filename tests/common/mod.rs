@@ -66,6 +66,8 @@ impl Cell {
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = tmp.path().join("config.toml");
         std::fs::write(&config, "").unwrap();
+        // cellctl refuses a config others can write, whatever the umask; rewrites keep this mode.
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         let state = tmp.path().join("state");
         Cell {
             dir,
