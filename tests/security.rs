@@ -157,3 +157,79 @@ fn install_command_owned_by_another_user_is_refused() {
         r.stderr
     );
 }
+
+// --- 2. The state directory ----------------------------------------------------------------
+
+#[test]
+fn group_writable_state_dir_is_refused_with_the_fix() {
+    let c = cell();
+    std::fs::create_dir(&c.state).unwrap();
+    chmod(&c.state, 0o770);
+    let r = c.run(&["--json", "drain"]);
+    r.assert_code(9);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    let dir = c.state.display().to_string();
+    assert!(msg.contains(&dir) && msg.contains("770"), "{msg}");
+    assert!(msg.contains(&format!("chmod 700 {dir}")), "{msg}");
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0, "the cell was changed");
+}
+
+#[test]
+fn state_dir_owned_by_another_user_is_refused() {
+    if !can_chown() {
+        return;
+    }
+    let c = cell();
+    std::fs::create_dir(&c.state).unwrap();
+    chmod(&c.state, 0o700);
+    chown_to_nobody(&c.state);
+    let r = c.run(&["--json", "drain"]);
+    r.assert_code(9);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains(&format!("uid {NOBODY}")), "{msg}");
+    assert!(msg.contains(&format!("chown {}", nix::unistd::geteuid())), "{msg}");
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+}
+
+#[test]
+fn a_new_state_dir_is_private() {
+    let c = cell();
+    c.run(&["drain", "--poll-interval", "100ms"]).assert_code(0);
+    let mode = std::fs::metadata(&c.state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+#[test]
+fn planted_lock_symlink_is_refused_and_its_target_untouched() {
+    let c = cell();
+    std::fs::create_dir(&c.state).unwrap();
+    chmod(&c.state, 0o700);
+    let victim = c.tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, c.state.join("lock")).unwrap();
+    let r = c.run(&["--json", "drain"]);
+    r.assert_code(9);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("symbolic link") && msg.contains(&c.state.join("lock").display().to_string()),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+}
+
+#[test]
+fn planted_journal_symlink_is_refused() {
+    let c = cell();
+    std::fs::create_dir(&c.state).unwrap();
+    chmod(&c.state, 0o700);
+    let victim = c.tmp.path().join("victim.json");
+    std::fs::write(&victim, "{}").unwrap();
+    std::os::unix::fs::symlink(&victim, c.state.join("current.json")).unwrap();
+    let r = c.run(&["--json", "drain"]);
+    r.assert_code(9);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("symbolic link") && msg.contains("current.json"), "{msg}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "{}");
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+}
