@@ -286,6 +286,56 @@ fn check_program(config: &Path, key: &str, argv: &[String]) -> Result<(), Config
     }
 }
 
+/// Where a URL setting comes from, for messages, and why it must be https.
+struct UrlSetting {
+    name: &'static str,
+    why: &'static str,
+}
+
+const API_URL: UrlSetting = UrlSetting {
+    name: "API URL (--api-url, CELLCTL_API_URL, [api] url)",
+    why: "the API login carries the administrator password",
+};
+const HEALTH_URL: UrlSetting = UrlSetting {
+    name: "health URL (--health-url, CELLCTL_HEALTH_URL, [health] url)",
+    why: "its answer decides that the upgraded cell is healthy, and a plain-HTTP answer can be forged on the way",
+};
+const REPORT_URL: UrlSetting = UrlSetting {
+    name: "report URL (--report-url, CELLCTL_REPORT_URL, [report] urls)",
+    why: "the reports describe the cell and its failures to anyone on the way",
+};
+
+/// https only; plain http only with the explicit opt-in (then collected, to be warned about).
+fn check_https(
+    setting: &UrlSetting,
+    url: &str,
+    allow_http: bool,
+    plain: &mut Vec<&'static str>,
+) -> Result<(), ConfigError> {
+    let scheme = match reqwest::Url::parse(url) {
+        Ok(u) => u.scheme().to_string(),
+        Err(e) => {
+            return Err(ConfigError::Invalid(format!(
+                "{} {url:?} is not a URL ({e}); give an https:// URL",
+                setting.name
+            )));
+        }
+    };
+    match scheme.as_str() {
+        "https" => Ok(()),
+        "http" if allow_http => {
+            if !plain.contains(&setting.name) {
+                plain.push(setting.name);
+            }
+            Ok(())
+        }
+        _ => Err(ConfigError::Invalid(format!(
+            "{} {url:?} is not https, and {}; give an https:// URL (plain HTTP on a test rig only: --insecure-allow-http)",
+            setting.name, setting.why
+        ))),
+    }
+}
+
 /// Parse config text; the error is one line with the line number.
 pub fn parse(text: &str) -> Result<FileConfig, String> {
     toml::from_str::<FileConfig>(text).map_err(|e| {
@@ -422,10 +472,18 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
         },
         redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
     };
+    let allow_http = g.insecure_allow_http;
+    let mut plain = Vec::new();
+    check_https(&API_URL, &s.api.url, allow_http, &mut plain)?;
+    check_https(&HEALTH_URL, &s.health.url, allow_http, &mut plain)?;
     for u in &s.webhook.urls {
-        if !(u.starts_with("https://") || u.starts_with("http://")) {
-            return Err(ConfigError::Invalid(format!("report url {u:?} is not an http(s) URL")));
-        }
+        check_https(&REPORT_URL, u, allow_http, &mut plain)?;
+    }
+    if !plain.is_empty() {
+        tracing::warn!(
+            "--insecure-allow-http: plain HTTP for the {}: cleartext credentials may be sent (the API login carries the administrator password); for test rigs only",
+            plain.join(" and the ")
+        );
     }
     if let Some(p) = &path {
         if let Some(c) = &s.install.command {
@@ -610,6 +668,26 @@ mod tests {
         // Bare names and absent files are not files anyone could have written.
         assert!(check_program(&p, "[install] command", &["rpm".into()]).is_ok());
         assert!(check_program(&p, "[install] command", &["/nonexistent/x".into()]).is_ok());
+    }
+
+    #[test]
+    fn only_https_urls_unless_plain_http_is_allowed() {
+        let mut plain = Vec::new();
+        assert!(check_https(&API_URL, "https://vcd.example.com", false, &mut plain).is_ok());
+        for bad in [
+            "http://vcd.example.com",
+            "HTTP://vcd.example.com",
+            "ftp://x",
+            "vcd.example.com",
+        ] {
+            let e = check_https(&API_URL, bad, false, &mut plain).unwrap_err().to_string();
+            assert!(e.contains("https://") && e.contains("--api-url"), "{bad}: {e}");
+        }
+        assert!(plain.is_empty());
+        check_https(&HEALTH_URL, "http://h/cloud/server_status", true, &mut plain).unwrap();
+        check_https(&HEALTH_URL, "http://h2/cloud/server_status", true, &mut plain).unwrap();
+        assert_eq!(plain, vec![HEALTH_URL.name], "named once");
+        assert!(check_https(&REPORT_URL, "ftp://x", true, &mut plain).is_err());
     }
 
     #[test]

@@ -233,3 +233,111 @@ fn planted_journal_symlink_is_refused() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "{}");
     assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
 }
+
+// --- 3. HTTPS only ---------------------------------------------------------------------------
+
+fn run(cmd: &mut std::process::Command) -> Run {
+    Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn plain_http_api_url_is_refused() {
+    let c = cell();
+    for (how, mut cmd) in [
+        ("--api-url", {
+            let mut x = c.cellctl();
+            x.args(["--api-url", "http://127.0.0.1:9"]);
+            x
+        }),
+        ("CELLCTL_API_URL", {
+            let mut x = c.cellctl();
+            x.env("CELLCTL_API_URL", "HTTP://127.0.0.1:9");
+            x
+        }),
+    ] {
+        let r = run(cmd.arg("status"));
+        r.assert_code(3);
+        one_line(&r);
+        assert!(r.stderr.contains("--api-url"), "{how}: {}", r.stderr);
+        assert!(r.stderr.contains("https://"), "{how}: {}", r.stderr);
+        assert!(r.stderr.contains("--insecure-allow-http"), "{how}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn other_schemes_are_refused_too() {
+    let c = cell();
+    let r = run(c.cellctl().args(["--api-url", "ftp://127.0.0.1:9", "status"]));
+    r.assert_code(3);
+    assert!(r.stderr.contains("https://"), "{}", r.stderr);
+}
+
+#[test]
+fn plain_http_health_url_is_refused() {
+    let c = cell();
+    let r = run(c
+        .cellctl()
+        .args(["--health-url", "http://127.0.0.1:9/cloud/server_status", "drain"]));
+    r.assert_code(3);
+    one_line(&r);
+    assert!(r.stderr.contains("--health-url"), "{}", r.stderr);
+    assert!(c.invocations().is_empty());
+}
+
+fn secret_file(c: &Cell) -> std::path::PathBuf {
+    let p = c.tmp.path().join("report-secret");
+    std::fs::write(&p, "webhook-secret\n").unwrap();
+    chmod(&p, 0o600);
+    p
+}
+
+#[test]
+fn plain_http_report_url_is_refused() {
+    let c = cell();
+    let secret = secret_file(&c);
+    std::fs::write(
+        &c.config,
+        format!("[report]\nurls = [\"http://127.0.0.1:9/hook\"]\nsecret_file = {secret:?}\n"),
+    )
+    .unwrap();
+    let r = c.run(&["drain"]);
+    r.assert_code(3);
+    one_line(&r);
+    assert!(r.stderr.contains("[report] urls"), "{}", r.stderr);
+    assert!(c.invocations().is_empty());
+    let r = run(c.cellctl().args(["--report-url", "http://127.0.0.1:9/other", "drain"]));
+    r.assert_code(3);
+    assert!(r.stderr.contains("--report-url"), "{}", r.stderr);
+}
+
+#[test]
+fn insecure_allow_http_lets_plain_http_through_loudly() {
+    let c = cell();
+    let r = run(c.cellctl().args([
+        "--insecure-allow-http",
+        "--api-url",
+        "http://127.0.0.1:9",
+        "--json",
+        "status",
+    ]));
+    r.assert_code(0);
+    assert_eq!(
+        r.stderr.matches("cleartext").count(),
+        1,
+        "one warning expected: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--api-url"), "{}", r.stderr);
+    let r = run(c.cellctl().env("CELLCTL_INSECURE_ALLOW_HTTP", "1").args([
+        "--health-url",
+        "http://127.0.0.1:9/cloud/server_status",
+        "--json",
+        "status",
+    ]));
+    r.assert_code(0);
+    assert!(r.stderr.contains("cleartext"), "{}", r.stderr);
+    // With every URL on https the opt-in changes nothing and says nothing.
+    let r = run(c.cellctl().args(["--insecure-allow-http", "--json", "status"]));
+    r.assert_code(0);
+    assert!(!r.stderr.contains("cleartext"), "{}", r.stderr);
+}
