@@ -341,3 +341,108 @@ fn insecure_allow_http_lets_plain_http_through_loudly() {
     r.assert_code(0);
     assert!(!r.stderr.contains("cleartext"), "{}", r.stderr);
 }
+
+// --- 4. Secret files: regular and short ------------------------------------------------------
+
+/// Far longer than cellctl takes to refuse a file; reached only if it blocked on one.
+const BLOCKED: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Run with a time limit: reading a FIFO would block forever, and a test must fail, not hang.
+fn run_bounded(cmd: &mut std::process::Command) -> Run {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(BLOCKED) {
+        Ok(out) => Run::from(out.unwrap()),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("cellctl was still running after {BLOCKED:?}: it blocked on the file");
+        }
+    }
+}
+
+#[test]
+fn fifo_password_file_is_refused_without_blocking() {
+    let c = cell();
+    let fifo = c.tmp.path().join("pw.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut cmd = c.cellctl_without_password();
+    cmd.arg("--password-file").arg(&fifo).arg("drain");
+    let r = run_bounded(&mut cmd);
+    r.assert_code(6);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(c.invocations().is_empty());
+}
+
+#[test]
+fn fifo_systemd_credential_is_refused_without_blocking() {
+    let c = cell();
+    let creds = c.tmp.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    nix::unistd::mkfifo(
+        &creds.join("vcd-password"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let mut cmd = c.cellctl_without_password();
+    cmd.env("CREDENTIALS_DIRECTORY", &creds).arg("drain");
+    let r = run_bounded(&mut cmd);
+    r.assert_code(6);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+}
+
+#[test]
+fn directory_password_file_is_refused() {
+    let c = cell();
+    let dir = c.tmp.path().join("pwdir");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o700);
+    let r = run(c
+        .cellctl_without_password()
+        .arg("--password-file")
+        .arg(&dir)
+        .arg("drain"));
+    r.assert_code(6);
+    one_line(&r);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(r.stderr.contains("directory"), "{}", r.stderr);
+}
+
+#[test]
+fn oversized_password_file_is_refused() {
+    let c = cell();
+    // The right password on the first line: only the size refuses it.
+    let mut text = format!("{PASSWORD}\n");
+    text.push_str(&"#".repeat(5000));
+    std::fs::write(&c.pwfile, text).unwrap();
+    let r = c.run(&["drain"]);
+    r.assert_code(6);
+    one_line(&r);
+    assert!(r.stderr.contains("4 KiB"), "{}", r.stderr);
+    assert!(c.invocations().is_empty());
+}
+
+#[test]
+fn fifo_webhook_secret_file_is_refused_without_blocking() {
+    let c = cell();
+    let fifo = c.tmp.path().join("secret.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::write(
+        &c.config,
+        format!("[report]\nurls = [\"https://127.0.0.1:9/hook\"]\nsecret_file = {fifo:?}\n"),
+    )
+    .unwrap();
+    let mut cmd = c.cellctl();
+    cmd.arg("drain");
+    let r = run_bounded(&mut cmd);
+    r.assert_code(3);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(c.invocations().is_empty());
+}
