@@ -102,6 +102,10 @@ pub struct GlobalArgs {
     /// node_exporter textfile for the last run's metrics [default: [report] metrics_file]
     #[arg(long, global = true, env = "CELLCTL_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Allow plain-http:// API, health and report URLs. UNSAFE, for test rigs only: the password
+    /// and reports may cross the network in cleartext
+    #[arg(long, global = true, env = "CELLCTL_INSECURE_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_allow_http: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -122,6 +122,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refused_state_dir_and_planted_symlink_are_state_errors() {
+        let dir = Error::from(JournalError::UnsafeDir {
+            path: "/s".into(),
+            problem: "is group- or world-writable (mode 770)".into(),
+            fix: "chmod 700 /s".into(),
+        });
+        let link = Error::from(JournalError::Symlink { path: "/s/lock".into() });
+        for e in [dir, link] {
+            assert_eq!((e.exit_code(), e.kind()), (code::STATE, "state"), "{e}");
+        }
+    }
+
+    #[test]
     fn signal_exit_codes_follow_shell_convention() {
         let e = Error::Interrupted {
             signal: 15,

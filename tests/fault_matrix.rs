@@ -893,6 +893,8 @@ exec '{real}' "$@"
             "[health]\ninterval = \"100ms\"\nrequest_timeout = \"2s\"\n[install]\ntimeout = \"{install_timeout}\"\n"
         );
         if let Some(rx) = &self.rx {
+            // The test receiver speaks plain HTTP on loopback.
+            self.c.allow_plain_http();
             let secret = self.c.tmp.path().join("report-secret");
             std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
             std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -920,7 +922,9 @@ exec '{real}' "$@"
                     .arg("--version-command")
                     .arg(self.c.dir.join("bin/vcd-version"))
                     .arg("--health-url")
-                    .arg(format!("{}/cloud/server_status", served.url))
+                    .arg(served.health_url())
+                    .arg("--health-ca-file")
+                    .arg(&served.ca)
                     .args([
                         "upgrade",
                         "--poll-interval",

@@ -78,7 +78,8 @@ fn write_config(c: &Cell, install_timeout: &str, extra: &str) {
 }
 
 /// The environment `Cell::cellctl` gives cellctl: nothing of the host's `CELLCTL_*` or systemd
-/// credentials, no redundancy guard, task listing pointed at a closed port.
+/// credentials, no redundancy guard, task listing pointed at a closed port (https: cellctl
+/// refuses plain http).
 fn isolate_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("CELLCTL_") || k == "CREDENTIALS_DIRECTORY" || k == "JOURNAL_STREAM" {
@@ -86,7 +87,7 @@ fn isolate_env(cmd: &mut Command) {
         }
     }
     cmd.env("CELLCTL_SKIP_REDUNDANCY_GUARD", "1")
-        .env("CELLCTL_API_URL", "http://127.0.0.1:9");
+        .env("CELLCTL_API_URL", "https://127.0.0.1:9");
 }
 
 /// The global options `Cell::upgrade_cmd` gives cellctl, with the real `systemd-run` (found on
@@ -110,7 +111,9 @@ fn cellctl_args(c: &Cell, served: Option<&Served>) -> Vec<OsString> {
     ];
     if let Some(s) = served {
         a.push("--health-url".into());
-        a.push(format!("{}/cloud/server_status", s.url).into());
+        a.push(s.health_url().into());
+        a.push("--health-ca-file".into());
+        a.push(s.ca.clone().into());
     }
     a
 }
@@ -707,7 +710,7 @@ fn test_drop_in(c: &Cell, served: &Served) -> String {
 [Service]
 # The built binary, wired to the simulated cell (its state, config and health URL).
 ExecStart=
-ExecStart={bin} --json --skip-redundancy-guard --api-url http://127.0.0.1:9 {args} upgrade
+ExecStart={bin} --json --skip-redundancy-guard --api-url https://127.0.0.1:9 {args} upgrade
 # The test's password file instead of /etc/cellctl/vcd-password.
 LoadCredential=
 LoadCredential=vcd-password:{pw}

@@ -1,14 +1,19 @@
 //! The administrator password: where it comes from, and a type that never prints it.
 
 use std::fmt;
-use std::io::IsTerminal;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroize;
 
 /// The systemd credential name read from `$CREDENTIALS_DIRECTORY` (`LoadCredential=vcd-password:...`).
 pub const CREDENTIAL_NAME: &str = "vcd-password";
+
+/// A password or signing secret is one short line: a bigger file is the wrong file (or one that
+/// never ends), and is refused before it can fill memory.
+pub const MAX_SECRET_FILE: u64 = 4096;
 
 /// A secret string: redacted in Debug/Display, zeroed on drop.
 #[derive(Clone)]
@@ -54,6 +59,14 @@ pub enum CredentialError {
     },
     #[error("secret file {path} is empty; put the secret on its first line")]
     Empty { path: String },
+    #[error(
+        "secret file {path} is a {kind}, not a regular file; point to a regular file (mode 0600) holding the secret"
+    )]
+    NotRegular { path: String, kind: &'static str },
+    #[error(
+        "secret file {path} is larger than 4 KiB, too big for a secret of one line; point to the file holding only the secret"
+    )]
+    TooLarge { path: String },
     #[error(
         "no password: not on a terminal, no --password-file and no systemd credential; give --password-file FILE (mode 0600) or LoadCredential={CREDENTIAL_NAME}:FILE"
     )]
@@ -103,25 +116,67 @@ pub fn read_secret_file(path: &Path, check_mode: bool) -> Result<Secret, Credent
 
 fn read_file(path: &Path, check_mode: bool) -> Result<Secret, CredentialError> {
     let display = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| CredentialError::Unreadable {
+    let unreadable = |source| CredentialError::Unreadable {
         path: display.clone(),
         source,
-    })?;
+    };
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; it is refused below.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
+    // Type and mode of the handle that is read, not of the path: nothing can be swapped in between.
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(CredentialError::NotRegular {
+            path: display,
+            kind: kind_of(meta.file_type()),
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if check_mode && mode & 0o077 != 0 {
         return Err(CredentialError::UnsafeMode { path: display, mode });
     }
-    let mut raw = std::fs::read_to_string(path).map_err(|source| CredentialError::Unreadable {
-        path: display.clone(),
-        source,
-    })?;
+    // One byte past the limit tells "too large" from "exactly the limit".
+    let mut raw = Vec::new();
+    (&file)
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut raw)
+        .map_err(unreadable)?;
+    if raw.len() as u64 > MAX_SECRET_FILE {
+        raw.zeroize();
+        return Err(CredentialError::TooLarge { path: display });
+    }
     // Only the first line counts; a trailing newline from `echo` is not part of the password.
-    let pw = raw.lines().next().unwrap_or("").to_string();
+    let Ok(pw) = std::str::from_utf8(&raw).map(|text| text.lines().next().unwrap_or("").to_string()) else {
+        raw.zeroize();
+        return Err(unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        )));
+    };
     raw.zeroize();
     if pw.is_empty() {
         return Err(CredentialError::Empty { path: display });
     }
     Ok(Secret::new(pw))
+}
+
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +216,36 @@ mod tests {
         let (s, src) = load(None, Some(dir.path().to_path_buf()), "administrator").unwrap();
         assert_eq!(s.expose(), "fromcred");
         assert_eq!(src, Source::SystemdCredential);
+    }
+
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pw");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read_secret_file(&fifo, true).unwrap_err();
+        assert!(matches!(err, CredentialError::NotRegular { .. }), "{err}");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+    }
+
+    #[test]
+    fn directory_and_device_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_secret_file(dir.path(), false).unwrap_err();
+        assert!(err.to_string().contains("is a directory, not a regular file"), "{err}");
+        // Unchecked mode (as for a systemd credential): /dev/zero would otherwise never end.
+        let err = read_secret_file(Path::new("/dev/zero"), false).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+    }
+
+    #[test]
+    fn at_most_4_kib_is_read() {
+        let at_limit = file_with(0o600, &format!("s3cret\n{}", "x".repeat(4096 - 7)));
+        assert_eq!(read_secret_file(at_limit.path(), true).unwrap().expose(), "s3cret");
+        let over = file_with(0o600, &format!("s3cret\n{}", "x".repeat(4096 - 6)));
+        let err = read_secret_file(over.path(), true).unwrap_err();
+        assert!(matches!(err, CredentialError::TooLarge { .. }), "{err}");
+        assert!(!err.to_string().contains("s3cret"));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Settings: command-line flag > `CELLCTL_*` environment (both via clap) > config file > default.
 
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::{DrainArgs, GlobalArgs};
 use crate::model::phase::DeadlineAction;
+use crate::store::trust::Owners;
 
 pub const DEFAULT_CONFIG: &str = "/etc/cellctl/config.toml";
 
@@ -19,6 +23,15 @@ pub enum ConfigError {
         path: String,
         key: &'static str,
         value: String,
+    },
+    /// A file that someone other than root or this user could have written.
+    #[error("{subject} {problem}: {why}, so it is refused; fix with: {fix}")]
+    Untrusted {
+        /// The file, and where it was named.
+        subject: String,
+        problem: String,
+        why: &'static str,
+        fix: String,
     },
     #[error("{0}")]
     Invalid(String),
@@ -200,26 +213,133 @@ pub struct DrainSettings {
 }
 
 /// Read the config file. The default path may be absent; an explicit one must exist.
+///
+/// The file names commands cellctl runs as root, so it is refused unless only root or this user
+/// can write it. The check and the read use one open handle: a file swapped in between the two
+/// is never read.
 pub fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
     let (path, required) = match explicit {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok((FileConfig::default(), None)),
-        Err(e) => {
-            return Err(ConfigError::File {
-                path: path.display().to_string(),
-                detail: ParseError::Read(e),
-            });
-        }
-    };
-    let cfg = parse(&text).map_err(|detail| ConfigError::File {
+    let file_err = |detail: ParseError| ConfigError::File {
         path: path.display().to_string(),
         detail,
-    })?;
+    };
+    // O_NONBLOCK: a FIFO given as the config must not hang the run; it is refused below.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok((FileConfig::default(), None)),
+        Err(e) => return Err(file_err(ParseError::Read(e))),
+    };
+    let meta = file.metadata().map_err(|e| file_err(ParseError::Read(e)))?;
+    if !meta.is_file() {
+        return Err(file_err(ParseError::NotRegular));
+    }
+    if let Some(x) = crate::store::trust::exposure(&meta, Owners::RootOrMe) {
+        return Err(untrusted(
+            format!("config file {}", path.display()),
+            &path,
+            x,
+            "it names commands cellctl runs as root",
+        ));
+    }
+    let mut text = String::new();
+    (&file)
+        .read_to_string(&mut text)
+        .map_err(|e| file_err(ParseError::Read(e)))?;
+    let cfg = parse(&text).map_err(file_err)?;
     Ok((cfg, Some(path)))
+}
+
+/// The refusal of a file others could have written, with the command that fixes it.
+fn untrusted(subject: String, path: &Path, x: crate::store::trust::Exposure, why: &'static str) -> ConfigError {
+    let fix = match x {
+        crate::store::trust::Exposure::Writable { .. } => format!("chmod go-w {}", path.display()),
+        crate::store::trust::Exposure::Owner { .. } => format!("chown root {}", path.display()),
+    };
+    ConfigError::Untrusted {
+        subject,
+        problem: x.problem(Owners::RootOrMe),
+        why,
+        fix,
+    }
+}
+
+/// A program named by its absolute path in the config runs as root: refused when another user
+/// could replace its contents. A bare name is looked up on root's PATH at run time, and a path
+/// that does not exist runs nothing (the command itself then fails, naming it).
+fn check_program(config: &Path, key: &str, argv: &[String]) -> Result<(), ConfigError> {
+    let Some(program) = argv.first().map(Path::new).filter(|p| p.is_absolute()) else {
+        return Ok(());
+    };
+    // Follows symlinks: the file that would be executed is the one that counts.
+    let Ok(meta) = std::fs::metadata(program) else {
+        return Ok(());
+    };
+    match crate::store::trust::exposure(&meta, Owners::RootOrMe) {
+        Some(x) => Err(untrusted(
+            format!("program {} ({key} in {})", program.display(), config.display()),
+            program,
+            x,
+            "cellctl runs it as root",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Where a URL setting comes from, for messages, and why it must be https.
+struct UrlSetting {
+    name: &'static str,
+    why: &'static str,
+}
+
+const API_URL: UrlSetting = UrlSetting {
+    name: "API URL (--api-url, CELLCTL_API_URL, [api] url)",
+    why: "the API login carries the administrator password",
+};
+const HEALTH_URL: UrlSetting = UrlSetting {
+    name: "health URL (--health-url, CELLCTL_HEALTH_URL, [health] url)",
+    why: "its answer decides that the upgraded cell is healthy, and a plain-HTTP answer can be forged on the way",
+};
+const REPORT_URL: UrlSetting = UrlSetting {
+    name: "report URL (--report-url, CELLCTL_REPORT_URL, [report] urls)",
+    why: "the reports describe the cell and its failures to anyone on the way",
+};
+
+/// https only; plain http only with the explicit opt-in (then collected, to be warned about).
+fn check_https(
+    setting: &UrlSetting,
+    url: &str,
+    allow_http: bool,
+    plain: &mut Vec<&'static str>,
+) -> Result<(), ConfigError> {
+    let scheme = match reqwest::Url::parse(url) {
+        Ok(u) => u.scheme().to_string(),
+        Err(e) => {
+            return Err(ConfigError::Invalid(format!(
+                "{} {url:?} is not a URL ({e}); give an https:// URL",
+                setting.name
+            )));
+        }
+    };
+    match scheme.as_str() {
+        "https" => Ok(()),
+        "http" if allow_http => {
+            if !plain.contains(&setting.name) {
+                plain.push(setting.name);
+            }
+            Ok(())
+        }
+        _ => Err(ConfigError::Invalid(format!(
+            "{} {url:?} is not https, and {}; give an https:// URL (plain HTTP on a test rig only: --insecure-allow-http)",
+            setting.name, setting.why
+        ))),
+    }
 }
 
 /// Why a config file could not be used: one line, with the line number where known.
@@ -231,6 +351,8 @@ pub enum ParseError {
     At { line: usize, msg: String },
     #[error("{0}")]
     Toml(String),
+    #[error("not a regular file")]
+    NotRegular,
 }
 
 /// Parse config text.
@@ -311,10 +433,41 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
         redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
         rollback_budget: rollback_budget(&f, path.as_deref())?,
     };
+    check_trust(g, &f, &s, path.as_deref())?;
     if s.webhook.enabled() {
         s.webhook.secret = Some(webhook_secret(g, &f, s.credentials_dir.as_deref())?);
     }
     Ok((s, f, path))
+}
+
+/// What others could have written is refused: plain-HTTP URLs (unless the loud opt-in is given)
+/// and programs named by the config that another user could replace.
+fn check_trust(g: &GlobalArgs, f: &FileConfig, s: &Settings, path: Option<&Path>) -> Result<(), ConfigError> {
+    let allow_http = g.insecure_allow_http;
+    let mut plain = Vec::new();
+    check_https(&API_URL, &s.api.url, allow_http, &mut plain)?;
+    check_https(&HEALTH_URL, &s.health.url, allow_http, &mut plain)?;
+    for u in &s.webhook.urls {
+        check_https(&REPORT_URL, u, allow_http, &mut plain)?;
+    }
+    if !plain.is_empty() {
+        tracing::warn!(
+            "--insecure-allow-http: plain HTTP for the {}: cleartext credentials may be sent (the API login carries the administrator password); for test rigs only",
+            plain.join(" and the ")
+        );
+    }
+    if let Some(p) = path {
+        if let Some(c) = &s.install.command {
+            check_program(p, "[install] command", c)?;
+        }
+        // A --version-command (or CELLCTL_VERSION_COMMAND) replaces the file's, which then never runs.
+        if g.version_command.is_none()
+            && let Some(c) = &f.install.version_command
+        {
+            check_program(p, "[install] version_command", c)?;
+        }
+    }
+    Ok(())
 }
 
 fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Result<InstallSettings, ConfigError> {
@@ -372,7 +525,7 @@ fn webhook_settings(
     f: &FileConfig,
     path: Option<&Path>,
 ) -> Result<crate::adapters::webhook::Webhook, ConfigError> {
-    let w = crate::adapters::webhook::Webhook {
+    Ok(crate::adapters::webhook::Webhook {
         urls: if g.report_url.is_empty() {
             f.report.urls.clone().unwrap_or_default()
         } else {
@@ -386,13 +539,7 @@ fn webhook_settings(
         secret: None,
         events: f.report.events.unwrap_or(false),
         outbox_max: f.report.outbox_max.unwrap_or(500),
-    };
-    for u in &w.urls {
-        if !(u.starts_with("https://") || u.starts_with("http://")) {
-            return Err(ConfigError::Invalid(format!("report url {u:?} is not an http(s) URL")));
-        }
-    }
-    Ok(w)
+    })
 }
 
 fn api_settings(
@@ -561,6 +708,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("drain.deadline") && e.contains("soon"), "{e}");
+    }
+
+    fn config_with(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn config_others_can_write_is_refused_with_the_fix() {
+        for mode in [0o664, 0o646] {
+            let (_d, p) = config_with("", mode);
+            let e = load_file(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains(&format!("mode {mode:o}")), "{e}");
+            assert!(e.contains(&format!("chmod go-w {}", p.display())), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let (_d, p) = config_with("", 0o644);
+        assert!(load_file(Some(&p)).is_ok());
+    }
+
+    #[test]
+    fn writable_program_named_by_the_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, p) = config_with("", 0o600);
+        let prog = d.path().join("installer");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let argv = vec![prog.display().to_string(), "{package}".into()];
+        let e = check_program(&p, "[install] command", &argv).unwrap_err().to_string();
+        assert!(e.contains(&format!("chmod go-w {}", prog.display())), "{e}");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_program(&p, "[install] command", &argv).is_ok());
+        // Bare names and absent files are not files anyone could have written.
+        assert!(check_program(&p, "[install] command", &["rpm".into()]).is_ok());
+        assert!(check_program(&p, "[install] command", &["/nonexistent/x".into()]).is_ok());
+    }
+
+    #[test]
+    fn only_https_urls_unless_plain_http_is_allowed() {
+        let mut plain = Vec::new();
+        assert!(check_https(&API_URL, "https://vcd.example.com", false, &mut plain).is_ok());
+        for bad in [
+            "http://vcd.example.com",
+            "HTTP://vcd.example.com",
+            "ftp://x",
+            "vcd.example.com",
+        ] {
+            let e = check_https(&API_URL, bad, false, &mut plain).unwrap_err().to_string();
+            assert!(e.contains("https://") && e.contains("--api-url"), "{bad}: {e}");
+        }
+        assert!(plain.is_empty());
+        check_https(&HEALTH_URL, "http://h/cloud/server_status", true, &mut plain).unwrap();
+        check_https(&HEALTH_URL, "http://h2/cloud/server_status", true, &mut plain).unwrap();
+        assert_eq!(plain, vec![HEALTH_URL.name], "named once");
+        assert!(check_https(&REPORT_URL, "ftp://x", true, &mut plain).is_err());
     }
 
     #[test]

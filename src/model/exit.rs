@@ -40,13 +40,17 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         "unexpected internal error (a bug): see the message",
     ),
     (code::USAGE, "usage", "bad command line"),
-    (code::CONFIG, "config", "bad config file or CELLCTL_* value"),
+    (
+        code::CONFIG,
+        "config",
+        "bad or unsafe config file, URL or CELLCTL_* value",
+    ),
     (code::LOCKED, "locked", "another cellctl run holds this cell's lock"),
     (code::PRECHECK, "precheck", "preflight failed; nothing was changed"),
     (
         code::CREDENTIALS,
         "credentials",
-        "password missing, unsafe file mode, or rejected",
+        "password missing, unsafe or unusable file, or rejected",
     ),
     (
         code::VENDOR_TOOL,
@@ -58,7 +62,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         "service",
         "the service manager failed or the service did not stop",
     ),
-    (code::STATE, "state", "state directory or journal unwritable/corrupt"),
+    (
+        code::STATE,
+        "state",
+        "state directory unsafe or unwritable, or journal corrupt",
+    ),
     (
         code::DEADLINE,
         "deadline",

@@ -41,6 +41,15 @@ pub enum JournalError {
     Corrupt { path: String, detail: String },
     #[error("another cellctl run holds the lock on {path}: {holder}; let it finish, or stop that pid")]
     Locked { path: String, holder: String },
+    /// Another user could plant or change the journal and the lock.
+    #[error(
+        "state directory {path} {problem}: another user could plant or change the journal and lock that cellctl trusts as root, so it is refused; fix with: {fix}"
+    )]
+    UnsafeDir { path: String, problem: String, fix: String },
+    #[error(
+        "{path} is a symbolic link, refused: cellctl would read or write its target as root; remove it (rm {path}) and find out who put it there"
+    )]
+    Symlink { path: String },
 }
 
 impl From<WriteError> for JournalError {
@@ -78,9 +87,39 @@ fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     }
 }
 
+/// O_NOFOLLOW refuses a symlink as the last component with ELOOP: say so, not "too many levels".
+fn is_symlink_refusal(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(nix::libc::ELOOP)
+}
+
+/// The state directory must be this user's and writable by no one else: whoever can write it
+/// can plant a symlink or a journal that root then follows or acts on.
+fn check_dir(dir: &Path, meta: &std::fs::Metadata) -> Result<(), JournalError> {
+    use super::trust::{Exposure, Owners};
+    let Some(x) = super::trust::exposure(meta, Owners::Me) else {
+        return Ok(());
+    };
+    let p = dir.display().to_string();
+    let fix = match x {
+        Exposure::Writable { .. } => format!("chmod 700 {p}"),
+        Exposure::Owner { .. } => format!("chown {} {p}", super::trust::euid()),
+    };
+    Err(JournalError::UnsafeDir {
+        problem: x.problem(Owners::Me),
+        path: p,
+        fix,
+    })
+}
+
 impl Journal {
-    /// Open (creating, mode 0700) the state directory and prove it writable.
+    /// Open (creating, mode 0700) the state directory and prove it writable; an existing one
+    /// must be this user's and writable by no one else.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        match std::fs::metadata(dir) {
+            Ok(meta) => check_dir(dir, &meta)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(dir_err(dir)(e)),
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -105,8 +144,18 @@ impl Journal {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // A planted symlink would have root truncate and write its target.
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(dir_err(&self.dir))?;
+            .map_err(|e| {
+                if is_symlink_refusal(&e) {
+                    JournalError::Symlink {
+                        path: path.display().to_string(),
+                    }
+                } else {
+                    dir_err(&self.dir)(e)
+                }
+            })?;
         match f.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -138,9 +187,23 @@ impl Journal {
 
     pub fn current(&self) -> Result<Option<RunRecord>, JournalError> {
         let path = self.current_path();
-        let text = match std::fs::read_to_string(&path) {
+        // O_NOFOLLOW: a planted symlink would make root act on a run record someone else wrote.
+        let read = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut f| {
+                let mut t = String::new();
+                f.read_to_string(&mut t).map(|_| t)
+            });
+        let text = match read {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_symlink_refusal(&e) => {
+                return Err(JournalError::Symlink {
+                    path: path.display().to_string(),
+                });
+            }
             Err(e) => {
                 return Err(JournalError::Corrupt {
                     path: path.display().to_string(),
@@ -237,6 +300,35 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
         assert!(msg.contains("drain"), "{msg}");
+    }
+
+    #[test]
+    fn new_state_dir_is_private_and_an_exposed_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        Journal::open(&state).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Journal::open(&state).unwrap_err();
+        assert!(matches!(e, JournalError::UnsafeDir { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("chmod 700 {}", state.display())), "{e}");
+    }
+
+    #[test]
+    fn planted_symlinks_are_refused_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(&d.path().join("state")).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, j.dir.join(LOCK)).unwrap();
+        let e = j.lock(CommandName::Drain).unwrap_err();
+        assert!(matches!(e, JournalError::Symlink { .. }), "{e}");
+        std::os::unix::fs::symlink(&victim, j.current_path()).unwrap();
+        let e = j.current().unwrap_err();
+        assert!(matches!(e, JournalError::Symlink { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub(crate) mod atomic;
 pub(crate) mod journal;
 pub(crate) mod record;
 pub(crate) mod reports;
+pub(crate) mod trust;

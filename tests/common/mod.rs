@@ -31,6 +31,8 @@ pub struct Cell {
     pub state: PathBuf,
     pub pwfile: PathBuf,
     pub config: PathBuf,
+    /// Pass `--insecure-allow-http` (see [`Cell::allow_plain_http`]).
+    plain_http: std::cell::Cell<bool>,
 }
 
 impl Cell {
@@ -66,6 +68,8 @@ impl Cell {
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = tmp.path().join("config.toml");
         std::fs::write(&config, "").unwrap();
+        // cellctl refuses a config others can write, whatever the umask; rewrites keep this mode.
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         let state = tmp.path().join("state");
         Cell {
             tmp,
@@ -73,7 +77,14 @@ impl Cell {
             state,
             pwfile,
             config,
+            plain_http: std::cell::Cell::new(false),
         }
+    }
+
+    /// From now on, cellctl is run with `--insecure-allow-http`: for tests whose webhook
+    /// receiver speaks plain HTTP on loopback (cellctl refuses http:// URLs otherwise).
+    pub fn allow_plain_http(&self) {
+        self.plain_http.set(true);
     }
 
     pub fn sim(&self, args: &[&str]) -> Output {
@@ -144,9 +155,12 @@ impl Cell {
             }
         }
         // Most tests have no API: skip the guard, and point task listing at a closed port so it
-        // fails at once. tests/api.rs sets up the simulated API instead.
+        // fails at once (https: cellctl refuses plain http). tests/api.rs sets up the simulated API.
         c.env("CELLCTL_SKIP_REDUNDANCY_GUARD", "1")
-            .env("CELLCTL_API_URL", "http://127.0.0.1:9");
+            .env("CELLCTL_API_URL", "https://127.0.0.1:9");
+        if self.plain_http.get() {
+            c.arg("--insecure-allow-http");
+        }
         c.arg("--vcd-home")
             .arg(&self.dir)
             .arg("--systemctl")
@@ -291,6 +305,13 @@ pub struct Served {
     pub ca: PathBuf,
 }
 
+impl Served {
+    /// The health endpoint over TLS (cellctl refuses plain http); pair it with `--health-ca-file`.
+    pub fn health_url(&self) -> String {
+        format!("{}/cloud/server_status", self.https)
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -388,7 +409,9 @@ impl Cell {
             .arg("--version-command")
             .arg(self.dir.join("bin/vcd-version"))
             .arg("--health-url")
-            .arg(format!("{}/cloud/server_status", served.url));
+            .arg(served.health_url())
+            .arg("--health-ca-file")
+            .arg(&served.ca);
         c
     }
 }
