@@ -101,17 +101,44 @@ pub fn run() -> i32 {
 }
 
 fn parse() -> Result<Cli, i32> {
-    let matches = Cli::command().try_get_matches().map_err(|e| {
-        let _ = e.print();
-        match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => code::OK,
-            _ => code::USAGE,
+    let matches = Cli::command().try_get_matches().map_err(|e| usage_failed(&e))?;
+    Cli::from_arg_matches(&matches).map_err(|e| usage_failed(&e))
+}
+
+/// A command line clap refused. A value that came from a `CELLCTL_*` variable is a bad setting
+/// (exit 3) named as such, not a flag the operator never typed; with `--json` (or
+/// `CELLCTL_JSON`) the refusal is still exactly one document on stdout.
+fn usage_failed(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return code::OK;
         }
-    })?;
-    Cli::from_arg_matches(&matches).map_err(|e| {
-        let _ = e.print();
-        code::USAGE
-    })
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return code::USAGE;
+        }
+        _ => {}
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let detail = cli::clap_message(e);
+    let err = match cli::from_environment(e, &args) {
+        Some((var, value)) => Error::Config(config::ConfigError::Invalid(format!(
+            "{var}={value:?} (environment): {detail}; fix or unset {var}"
+        ))),
+        None => {
+            let _ = e.print();
+            Error::Usage(detail)
+        }
+    };
+    let rep = Report::failed(cli::command_named(&args), &err);
+    if cli::json_wanted(&args) {
+        rep.emit(true);
+    } else if matches!(err, Error::Config(_)) {
+        rep.emit(false);
+    }
+    err.exit_code()
 }
 
 /// Commands for packaging and the install unit: no config, no logging, so that the wrapper

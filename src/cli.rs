@@ -9,6 +9,72 @@ use crate::model::phase::DeadlineAction;
 
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CELLCTL_GIT_COMMIT"), ")");
 
+/// clap's message on one line, without its "error: " prefix and its help hint.
+pub fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("bad command line");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// Every argument of the command line, subcommands' included.
+fn all_args(cmd: &clap::Command) -> Vec<clap::Arg> {
+    let mut v: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    for sub in cmd.get_subcommands() {
+        v.extend(all_args(sub));
+    }
+    v
+}
+
+/// When clap refused a value that came from a `CELLCTL_*` variable (not typed as a flag): the
+/// variable and its value.
+pub fn from_environment(e: &clap::Error, args: &[String]) -> Option<(String, String)> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let typed = args
+        .iter()
+        .any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if typed {
+        return None;
+    }
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let var = all_args(&cmd)
+        .into_iter()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_string_lossy()
+        .into_owned();
+    let value = std::env::var(&var).ok()?;
+    Some((var, value))
+}
+
+/// Whether the document is wanted on stdout: `--json` typed, or `CELLCTL_JSON` set true.
+pub fn json_wanted(args: &[String]) -> bool {
+    let yes = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "y" | "on");
+    args.iter()
+        .any(|a| a == "--json" || a.strip_prefix("--json=").is_some_and(yes))
+        || std::env::var("CELLCTL_JSON").is_ok_and(|v| yes(&v))
+}
+
+/// The command a refused command line was for: the first word naming one (`unknown` if none).
+pub fn command_named(args: &[String]) -> crate::model::outcome::CommandName {
+    use crate::model::outcome::CommandName as C;
+    args.iter()
+        .find_map(|a| match a.as_str() {
+            "status" => Some(C::Status),
+            "drain" => Some(C::Drain),
+            "resume" => Some(C::Resume),
+            "install" => Some(C::Install),
+            "start" => Some(C::Start),
+            "upgrade" => Some(C::Upgrade),
+            "report" => Some(C::Report),
+            _ => None,
+        })
+        .unwrap_or(C::Unknown)
+}
+
 fn after_help() -> String {
     format!(
         "{}\nWith --json every command prints exactly one JSON document on stdout; human output goes to stderr.",

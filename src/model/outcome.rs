@@ -14,6 +14,8 @@ pub enum CommandName {
     Start,
     Upgrade,
     Report,
+    /// A refused command line that named no command.
+    Unknown,
 }
 
 impl CommandName {
@@ -26,12 +28,13 @@ impl CommandName {
             CommandName::Start => "start",
             CommandName::Upgrade => "upgrade",
             CommandName::Report => "report",
+            CommandName::Unknown => "unknown",
         }
     }
 
     /// Commands that may change the cell (and so leave a run record and a saved report).
     pub fn changes_the_cell(self) -> bool {
-        !matches!(self, CommandName::Status | CommandName::Report)
+        !matches!(self, CommandName::Status | CommandName::Report | CommandName::Unknown)
     }
 }
 
