@@ -133,9 +133,27 @@ pub fn is_password_prompt(line: &str) -> bool {
     t.to_ascii_lowercase().contains("password") && (t.ends_with(':') || t.ends_with('?') || t.ends_with('>'))
 }
 
-fn count_prompts(text: &str) -> usize {
-    // A prompt may be followed by our (unechoed) answer's newline, so split on line ends.
-    text.split(['\n', '\r']).filter(|l| is_password_prompt(l)).count()
+/// Password prompts on one stream, counted as output arrives: `exec::run_pty` shows each
+/// finished line once, then the unfinished one until it ends.
+#[derive(Default)]
+struct Prompts {
+    in_finished_lines: usize,
+    /// The unfinished line is a prompt (the tool waits on it).
+    pending: bool,
+}
+
+impl Prompts {
+    /// Take in what `exec::run_pty` shows; the prompts so far.
+    fn see(&mut self, shown: &str) -> usize {
+        // A prompt may be followed by our (unechoed) answer's newline, so split on line ends.
+        let (finished, unfinished) = match shown.rfind(['\n', '\r']) {
+            Some(i) => (&shown[..i], &shown[i + 1..]),
+            None => ("", shown),
+        };
+        self.in_finished_lines += finished.split(['\n', '\r']).filter(|l| is_password_prompt(l)).count();
+        self.pending = is_password_prompt(unfinished);
+        self.in_finished_lines + usize::from(self.pending)
+    }
 }
 
 /// Lines from the tool's error output that say what went wrong: known noise (JVM warnings)
@@ -250,8 +268,9 @@ impl CellTool {
             v
         };
         let mut answered = 0usize;
+        let (mut on_out, mut on_err) = (Prompts::default(), Prompts::default());
         let res = exec::run_pty(&self.cmt, &args, self.timeout, |out, err| {
-            let prompts = count_prompts(out) + count_prompts(err);
+            let prompts = on_out.see(out) + on_err.see(err);
             if prompts > answered {
                 if answered >= 1 {
                     // A second prompt means the first answer was refused; never loop on it.
@@ -416,6 +435,68 @@ mod tests {
         assert!(is_password_prompt("Enter Password for administrator?"));
         assert!(!is_password_prompt("Login failed: invalid username or password"));
         assert!(!is_password_prompt("Job count = 0"));
+    }
+
+    #[test]
+    fn a_prompt_shown_in_pieces_counts_once() {
+        let mut p = Prompts::default();
+        assert_eq!(p.see("JVM warning: x\nPlease enter the pass"), 0);
+        assert_eq!(p.see("Please enter the password for user administrator: "), 1);
+        // Our answer's newline ends the line: still the one prompt.
+        assert_eq!(p.see("Please enter the password for user administrator: \r\n"), 1);
+        assert_eq!(p.see("Job count = 0\r\nPassword: "), 2);
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    const FAKE_PASSWORD: &str = "Fake-Secret-0815";
+
+    /// A CellTool whose cell-management-tool is `body` after the usual password prompt (the
+    /// answer is in `$pw`; the newline after it is the tool's, as echo is off).
+    fn fake_tool(body: &str) -> (tempfile::TempDir, CellTool) {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let script = format!(
+            "#!/bin/sh\nprintf 'Please enter the password for user administrator: ' > /dev/tty\n\
+             read pw < /dev/tty\necho > /dev/tty\n{body}\n"
+        );
+        let path = bin.join("cell-management-tool");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tool = CellTool::new(
+            home.path(),
+            "administrator",
+            Secret::new(FAKE_PASSWORD.into()),
+            Duration::from_secs(60),
+        );
+        (home, tool)
+    }
+
+    // 20 MB of noise around the status lines (one before it, one after): read in about a second
+    // (re-scanning everything after each read ran into the timeout), the status still found.
+    #[test]
+    fn status_is_found_in_tens_of_megabytes_of_noise() {
+        let (_home, tool) = fake_tool(
+            "echo 'Job count = 2'\n\
+             yes 'OpenJDK 64-Bit Server VM warning: filler filler filler' | head -n 200000\n\
+             yes 'log4j:WARN filler on the error stream, filler filler' | head -n 200000 >&2\n\
+             echo 'Is Active = true'",
+        );
+        let started = std::time::Instant::now();
+        let st = rt().block_on(tool.status()).unwrap();
+        assert_eq!((st.job_count, st.is_active), (2, true));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     proptest! {
