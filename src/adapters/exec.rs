@@ -31,9 +31,9 @@ const LINE_SHOWN: usize = 4096;
 pub struct Output {
     /// Exit code, or None if killed by a signal.
     pub code: Option<i32>,
-    /// Standard output (or the terminal's output, for pty runs): its first and last
-    /// [`KEEP_HEAD`] and [`KEEP_TAIL`] bytes in whole lines, with a line saying how much of the
-    /// middle was dropped when it was longer.
+    /// Standard output (or the terminal's output, for pty runs): at most its first and last
+    /// 512 KiB (KEEP_HEAD, KEEP_TAIL) in whole lines, with a line saying how much of the middle
+    /// was dropped when it was longer.
     pub stdout: String,
     pub stderr: String,
 }
