@@ -710,6 +710,43 @@ fn metrics_textfile_reflects_the_last_run() {
     assert!(!t.contains(PASSWORD) && !t.contains(SECRET));
 }
 
+// node_exporter reads the textfile as its own user: it is 0644 even under the service's
+// UMask=0077, while what the state directory holds stays 0600.
+#[test]
+fn metrics_textfile_is_readable_by_others_and_the_state_is_not() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let c = cell();
+    let m = c.tmp.path().join("cellctl.prom");
+    let mut cmd = c.cellctl();
+    cmd.arg("--metrics-file")
+        .arg(&m)
+        .args(["drain", "--no-shutdown", "--poll-interval", "100ms"]);
+    // SAFETY: between fork and exec only umask(2) runs, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            Ok(())
+        });
+    }
+    Run::from(cmd.output().unwrap()).assert_code(0);
+    let mode = |p: &std::path::Path| format!("{:o}", std::fs::metadata(p).unwrap().permissions().mode() & 0o777);
+    assert_eq!(mode(&m), "644", "{}", m.display());
+    let mut dirs = vec![c.state.clone()];
+    let mut files = 0;
+    while let Some(d) = dirs.pop() {
+        for p in std::fs::read_dir(&d).unwrap().flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files += 1;
+                assert_eq!(mode(&p), "600", "{}", p.display());
+            }
+        }
+    }
+    assert!(files >= 2, "the run left {files} files in the state dir");
+}
+
 #[test]
 fn secrets_appear_in_no_report_event_log_or_metric() {
     let c = cell();

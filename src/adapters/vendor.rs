@@ -67,6 +67,25 @@ pub enum ParseError {
     Conflict(&'static str),
 }
 
+/// Of tool output quoted in an error message, at most this many bytes (its end): a message is
+/// logged, reported and sent whole, and a tool can print megabytes.
+const MAX_QUOTED: usize = 4096;
+/// Of a status value or a line quoted in a parse error, at most this many bytes.
+const MAX_VALUE: usize = 200;
+
+/// The end of `text`, at most `max` bytes cut on a char boundary, saying how much came before.
+/// Redact before: a password cut in half here would no longer be found.
+fn tail_of(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = text.len() - max;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…({cut} bytes before){}", &text[cut..])
+}
+
 fn norm_key(k: &str) -> String {
     k.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase()
 }
@@ -77,7 +96,7 @@ fn parse_bool(key: &'static str, v: &str) -> Result<bool, ParseError> {
         "false" => Ok(false),
         _ => Err(ParseError::BadValue {
             key,
-            value: v.to_string(),
+            value: tail_of(v, MAX_VALUE),
             expected: "true or false",
         }),
     }
@@ -107,7 +126,7 @@ pub fn parse_status(text: &str) -> Result<CellStatus, ParseError> {
             "job count" => {
                 let n = v.parse::<u64>().map_err(|_| ParseError::BadValue {
                     key: "Job count",
-                    value: v.to_string(),
+                    value: tail_of(v, MAX_VALUE),
                     expected: "a number",
                 })?;
                 set_once(&mut jobs, n, "Job count")?;
@@ -133,13 +152,32 @@ pub fn is_password_prompt(line: &str) -> bool {
     t.to_ascii_lowercase().contains("password") && (t.ends_with(':') || t.ends_with('?') || t.ends_with('>'))
 }
 
-fn count_prompts(text: &str) -> usize {
-    // A prompt may be followed by our (unechoed) answer's newline, so split on line ends.
-    text.split(['\n', '\r']).filter(|l| is_password_prompt(l)).count()
+/// Password prompts on one stream, counted as output arrives: `exec::run_pty` shows each
+/// finished line once, then the unfinished one until it ends.
+#[derive(Default)]
+struct Prompts {
+    in_finished_lines: usize,
+    /// The unfinished line is a prompt (the tool waits on it).
+    pending: bool,
+}
+
+impl Prompts {
+    /// Take in what `exec::run_pty` shows; the prompts so far.
+    fn see(&mut self, shown: &str) -> usize {
+        // A prompt may be followed by our (unechoed) answer's newline, so split on line ends.
+        let (finished, unfinished) = match shown.rfind(['\n', '\r']) {
+            Some(i) => (&shown[..i], &shown[i + 1..]),
+            None => ("", shown),
+        };
+        self.in_finished_lines += finished.split(['\n', '\r']).filter(|l| is_password_prompt(l)).count();
+        self.pending = is_password_prompt(unfinished);
+        self.in_finished_lines + usize::from(self.pending)
+    }
 }
 
 /// Lines from the tool's error output that say what went wrong: known noise (JVM warnings)
-/// dropped, the last few kept.
+/// dropped, the last few kept, and of those at most the last [`MAX_QUOTED`] bytes. `o` is
+/// redacted already.
 fn error_detail(o: &Output) -> String {
     let combined = format!("{}\n{}", o.stderr, o.stdout);
     let lines: Vec<&str> = combined
@@ -151,7 +189,7 @@ fn error_detail(o: &Output) -> String {
     if tail.is_empty() {
         "no output".into()
     } else {
-        tail.join(" | ")
+        tail_of(&tail.join(" | "), MAX_QUOTED)
     }
 }
 
@@ -250,8 +288,9 @@ impl CellTool {
             v
         };
         let mut answered = 0usize;
+        let (mut on_out, mut on_err) = (Prompts::default(), Prompts::default());
         let res = exec::run_pty(&self.cmt, &args, self.timeout, |out, err| {
-            let prompts = count_prompts(out) + count_prompts(err);
+            let prompts = on_out.see(out) + on_err.see(err);
             if prompts > answered {
                 if answered >= 1 {
                     // A second prompt means the first answer was refused; never loop on it.
@@ -338,7 +377,7 @@ impl CellTool {
     }
 }
 
-/// The end of some output, quoted on one line, for error messages.
+/// The end of some (redacted) output, quoted on one line, for error messages.
 fn quote_tail(s: &str) -> String {
     let flat: String = s
         .replace('\r', "")
@@ -346,13 +385,7 @@ fn quote_tail(s: &str) -> String {
         .filter(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
         .join(" | ");
-    let n = flat.chars().count();
-    let tail: String = if n > 200 {
-        flat.chars().skip(n - 200).collect()
-    } else {
-        flat
-    };
-    format!("{tail:?}")
+    format!("{:?}", tail_of(&flat, MAX_VALUE))
 }
 
 #[cfg(test)]
@@ -416,6 +449,112 @@ mod tests {
         assert!(is_password_prompt("Enter Password for administrator?"));
         assert!(!is_password_prompt("Login failed: invalid username or password"));
         assert!(!is_password_prompt("Job count = 0"));
+    }
+
+    #[test]
+    fn a_prompt_shown_in_pieces_counts_once() {
+        let mut p = Prompts::default();
+        assert_eq!(p.see("JVM warning: x\nPlease enter the pass"), 0);
+        assert_eq!(p.see("Please enter the password for user administrator: "), 1);
+        // Our answer's newline ends the line: still the one prompt.
+        assert_eq!(p.see("Please enter the password for user administrator: \r\n"), 1);
+        assert_eq!(p.see("Job count = 0\r\nPassword: "), 2);
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    const FAKE_PASSWORD: &str = "Fake-Secret-0815";
+
+    /// A CellTool whose cell-management-tool is `body` after the usual password prompt (the
+    /// answer is in `$pw`; the newline after it is the tool's, as echo is off).
+    fn fake_tool(body: &str) -> (tempfile::TempDir, CellTool) {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let script = format!(
+            "#!/bin/sh\nprintf 'Please enter the password for user administrator: ' > /dev/tty\n\
+             read pw < /dev/tty\necho > /dev/tty\n{body}\n"
+        );
+        let path = bin.join("cell-management-tool");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tool = CellTool::new(
+            home.path(),
+            "administrator",
+            Secret::new(FAKE_PASSWORD.into()),
+            Duration::from_secs(60),
+        );
+        (home, tool)
+    }
+
+    // 20 MB of noise around the status lines (one before it, one after): read in about a second
+    // (re-scanning everything after each read ran into the timeout), the status still found.
+    #[test]
+    fn status_is_found_in_tens_of_megabytes_of_noise() {
+        let (_home, tool) = fake_tool(
+            "echo 'Job count = 2'\n\
+             yes 'OpenJDK 64-Bit Server VM warning: filler filler filler' | head -n 200000\n\
+             yes 'log4j:WARN filler on the error stream, filler filler' | head -n 200000 >&2\n\
+             echo 'Is Active = true'",
+        );
+        let started = std::time::Instant::now();
+        let st = rt().block_on(tool.status()).unwrap();
+        assert_eq!((st.job_count, st.is_active), (2, true));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn quoted_tails_are_cut_on_a_char_boundary_and_say_so() {
+        assert_eq!(tail_of("short", 10), "short");
+        let t = tail_of(&"é".repeat(10), 5);
+        // 20 bytes; the last 5 start inside an é, so only the last 2 (4 bytes) are kept.
+        assert_eq!(t, "…(16 bytes before)éé");
+    }
+
+    // 2 MB on stderr, in long lines: the error keeps a few KiB of its end. The password, echoed
+    // across where the message is cut, is redacted before the cut, so no piece of it is left.
+    #[test]
+    fn a_failing_tools_megabytes_make_a_short_redacted_message() {
+        let end = " the end";
+        let pad = format!("{}{end}", "z".repeat(MAX_QUOTED + 3 - FAKE_PASSWORD.len() - end.len()));
+        let (_home, tool) = fake_tool(&format!(
+            "i=0; while [ $i -lt 20 ]; do head -c 100000 /dev/zero | tr '\\0' e; echo; i=$((i+1)); done >&2\n\
+             printf '%s{pad}\\n' \"$pw\" >&2\n\
+             exit 1"
+        ));
+        let e = rt().block_on(tool.status()).unwrap_err();
+        assert!(matches!(e, ToolError::Failed { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.len() < 8 * 1024, "message of {} bytes", msg.len());
+        assert!(msg.ends_with(&pad) && msg.contains("bytes before)"), "{msg}");
+        assert!(msg.contains("********"), "{msg}");
+        for piece in FAKE_PASSWORD.as_bytes().windows(4) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!msg.contains(piece), "{piece:?} of the password in {msg}");
+        }
+    }
+
+    #[test]
+    fn a_huge_status_value_makes_a_short_message() {
+        let (_home, tool) = fake_tool(&format!(
+            "echo 'Job count = 1'\necho 'Is Active = {}'",
+            "y".repeat(100_000)
+        ));
+        let e = rt().block_on(tool.status()).unwrap_err();
+        assert!(matches!(e, ToolError::Garbled { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.len() < 8 * 1024, "message of {} bytes", msg.len());
+        assert!(msg.contains("`Is Active` has value `…(99800 bytes before)yyy"), "{msg}");
     }
 
     proptest! {

@@ -149,8 +149,12 @@ pub fn update(
     }
 }
 
+/// World-readable: node_exporter reads it as its own user, and it holds no secret (run ids,
+/// outcomes, counts).
+const MODE: u32 = 0o644;
+
 fn write(path: &Path, text: &str) -> Result<(), crate::store::atomic::WriteError> {
-    crate::store::atomic::write_atomic(path, text.as_bytes())
+    crate::store::atomic::write_atomic_mode(path, text.as_bytes(), MODE)
 }
 
 #[cfg(test)]
