@@ -123,14 +123,13 @@ fn usage_failed(e: &clap::Error) -> i32 {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let detail = cli::clap_message(e);
-    let err = match cli::from_environment(e, &args) {
-        Some((var, value)) => Error::Config(config::ConfigError::Invalid(format!(
+    let err = if let Some((var, value)) = cli::from_environment(e, &args) {
+        Error::Config(config::ConfigError::Invalid(format!(
             "{var}={value:?} (environment): {detail}; fix or unset {var}"
-        ))),
-        None => {
-            let _ = e.print();
-            Error::Usage(detail)
-        }
+        )))
+    } else {
+        let _ = e.print();
+        Error::Usage(detail)
     };
     let rep = Report::failed(cli::command_named(&args), &err);
     if cli::json_wanted(&args) {
