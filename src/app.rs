@@ -266,6 +266,9 @@ async fn run_command(
         }
         Command::Start(a) => {
             let deadline = a.health_deadline.map_or(settings.health_deadline, Into::into);
+            if deadline.is_zero() {
+                return fail(zero_health_deadline());
+            }
             commands::start::start(settings, deadline, sig).await
         }
         Command::Upgrade(a) => {
@@ -279,6 +282,13 @@ async fn run_command(
                 Err(e) => return fail(e.into()),
             };
             d.shutdown = true;
+            if a.start
+                .health_deadline
+                .map_or(settings.health_deadline, Into::into)
+                .is_zero()
+            {
+                return fail(zero_health_deadline());
+            }
             let o = UpgradeOptions {
                 db_upgrade: a.db_upgrade || file.upgrade.db_upgrade.unwrap_or(false),
                 drain: Some(d),
@@ -290,6 +300,12 @@ async fn run_command(
         }
         other => fail(Error::Internal(format!("{other:?} is not a run command"))),
     }
+}
+
+fn zero_health_deadline() -> Error {
+    Error::Config(config::ConfigError::Invalid(
+        "the health deadline (--health-deadline, CELLCTL_HEALTH_DEADLINE or [health] deadline) must be more than 0: a started cell needs time to answer; e.g. 15m".into(),
+    ))
 }
 
 /// Every run ends here: the report is saved, delivered (within the budget, through the
@@ -309,8 +325,9 @@ async fn finish_run(s: &Settings, rep: &mut Report) {
         vcd_home: s.vcd_home.display().to_string(),
         service: s.service.clone(),
     });
-    if let Err(e) = rep.save(&s.state_dir, s.keep_reports) {
-        tracing::warn!("could not save the report: {e}");
+    match rep.save(&s.state_dir, s.keep_reports) {
+        Ok(p) => rep.saved_as = Some(p),
+        Err(e) => tracing::warn!("could not save the report: {e}"),
     }
     if s.webhook.enabled() {
         deliver(s, rep, &report_id, &run_id).await;

@@ -77,7 +77,9 @@ pub fn command_named(args: &[String]) -> crate::model::outcome::CommandName {
 
 fn after_help() -> String {
     format!(
-        "{}\nWith --json every command prints exactly one JSON document on stdout; human output goes to stderr.",
+        "{}\nDurations (DUR) are a number with a unit, units may be combined: 90s, 30m, 1h30m, 2h, 500ms. \
+A bare number is refused, and so is a zero deadline or timeout.\n\
+With --json every command prints exactly one JSON document on stdout; human output goes to stderr.",
         crate::model::exit::help()
     )
 }
@@ -97,7 +99,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes: under their own heading, so a command's own options come first.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// VCD installation directory (tools are DIR/bin/...) [default: /opt/vmware/vcloud-director]
     #[arg(long, global = true, env = "CELLCTL_VCD_HOME", value_name = "DIR")]

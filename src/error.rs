@@ -74,6 +74,8 @@ pub enum Error {
     Health(#[from] HealthError),
     #[error("redundancy guard: {0}")]
     LastCell(#[from] GuardRefusal),
+    #[error("no VCD cell here: {0}")]
+    NotACell(String),
     #[error("{0}")]
     Undelivered(String),
     #[error("internal error: {0}")]
@@ -104,6 +106,7 @@ impl Error {
             Error::Health(HealthError::Setup(_)) => code::CONFIG,
             Error::Health(_) => code::UNHEALTHY,
             Error::LastCell(_) => code::LAST_CELL,
+            Error::NotACell(_) => code::NOT_A_CELL,
             Error::Undelivered(_) => code::UNDELIVERED,
             Error::Internal(_) => code::INTERNAL,
         }

@@ -543,7 +543,7 @@ fn systemctl(inv: &Invocation) -> i32 {
         eprintln!("Too few arguments.");
         return 1;
     };
-    if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status") {
+    if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status" | "show") {
         eprintln!("Unknown command verb {verb}.");
         return 1;
     }
@@ -553,6 +553,18 @@ fn systemctl(inv: &Invocation) -> i32 {
     };
     let name = unit.strip_suffix(".service").unwrap_or(unit);
     let result = inv.cell.with_state(|s, now| {
+        if verb == "show" {
+            // `show --property=LoadState --value UNIT`, as systemd answers it.
+            println!(
+                "{}",
+                if name == s.knobs.service_name {
+                    "loaded"
+                } else {
+                    "not-found"
+                }
+            );
+            return Ok(0);
+        }
         if name != s.knobs.service_name {
             eprintln!("Unit {name}.service could not be found.");
             return Ok(4);

@@ -67,6 +67,17 @@ impl Service {
         })
     }
 
+    /// Whether the service manager knows the unit (`systemctl is-active` says "inactive" of a
+    /// unit that does not exist, which reads like a stopped cell). A manager that cannot say is
+    /// taken to know it: the state query then speaks for itself.
+    pub async fn installed(&self) -> bool {
+        let args = ["show", "--property=LoadState", "--value", self.name.as_str()];
+        match exec::run(&self.systemctl, &args, self.timeout).await {
+            Ok(o) if o.success() => o.stdout.trim() != "not-found",
+            _ => true,
+        }
+    }
+
     async fn verb(&self, verb: &str) -> Result<(), ServiceError> {
         let o = self.call(verb).await?;
         if o.success() {

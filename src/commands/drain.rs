@@ -103,7 +103,7 @@ impl Procedure for Drain<'_> {
     async fn continue_record(&self, ctx: &Ctx<'_>, rec: &mut RunRecord) -> Result<(), Error> {
         let d = self.0;
         preflight::check_executable(&ctx.tool.cmt)?;
-        tracing::info!(run_id = %rec.run_id, phase = ?rec.phase, "continuing the recorded run from {}", rec.started_at);
+        tracing::info!(run_id = %rec.run_id, phase = %rec.phase, "continuing the recorded run from {}", rec.started_at);
         if d.deadline_explicit || rec.phase == drain::parked() {
             rec.deadline_unix = unix_now() + d.deadline.as_secs_f64();
             rec.options.deadline_secs = d.deadline.as_secs();

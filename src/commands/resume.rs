@@ -53,7 +53,7 @@ impl Procedure for Resume {
                 rec.advice()
             )));
         }
-        tracing::info!(run_id = %rec.run_id, phase = ?rec.phase, "undoing the recorded run");
+        tracing::info!(run_id = %rec.run_id, phase = %rec.phase, "undoing the recorded run");
         Ok(())
     }
 

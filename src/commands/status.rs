@@ -19,7 +19,21 @@ pub(crate) async fn status(s: &Settings) -> (Report, Result<(), Error>) {
 }
 
 async fn report(s: &Settings) -> Result<Report, Error> {
-    let svc = service_of(s).state().await?;
+    let service = service_of(s);
+    if !service.installed().await {
+        return Err(Error::NotACell(format!(
+            "the service manager has no unit {}: check --service (or install VMware Cloud Director)",
+            s.service
+        )));
+    }
+    let cmt = s.vcd_home.join("bin/cell-management-tool");
+    if !cmt.is_file() {
+        return Err(Error::NotACell(format!(
+            "{} is missing: check --vcd-home (or install VMware Cloud Director)",
+            cmt.display()
+        )));
+    }
+    let svc = service.state().await?;
     // The password is read once (a prompt on a terminal asks once) and only for a running cell.
     let tool = if svc == ServiceState::Running {
         let (password, _) = credentials::load(s.password_file.as_deref(), s.credentials_dir.clone(), &s.user)?;
@@ -40,16 +54,15 @@ async fn report(s: &Settings) -> Result<Report, Error> {
         },
         None => None,
     };
+    let journal = Journal {
+        dir: s.state_dir.clone(),
+    };
     let recorded = if s.state_dir.join("current.json").exists() {
-        Journal {
-            dir: s.state_dir.clone(),
-        }
-        .current()?
-        .as_ref()
-        .map(Into::into)
+        journal.current()?.as_ref().map(Into::into)
     } else {
         None
     };
+    let live = journal.holder();
     let mut rep = Report::new(CommandName::Status).with_status(st, svc);
     if let Some(tool) = tool {
         // Best effort: status must work when the API does not.
@@ -65,5 +78,6 @@ async fn report(s: &Settings) -> Result<Report, Error> {
         }
     }
     rep.recorded_run = Some(recorded);
+    rep.live_run = live;
     Ok(rep)
 }

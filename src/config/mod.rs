@@ -614,6 +614,11 @@ pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: Option<&Path>) -> Resu
         Some(d) => d.into(),
         None => dur(path, "drain.deadline", f.drain.deadline.as_deref())?.unwrap_or(Duration::from_secs(30 * 60)),
     };
+    if deadline.is_zero() {
+        return Err(ConfigError::Invalid(
+            "the drain deadline (--deadline, CELLCTL_DEADLINE or [drain] deadline) must be more than 0: running jobs need time to end; e.g. 30m".into(),
+        ));
+    }
     let poll_interval = match a.poll_interval {
         Some(d) => Some(d.into()),
         None => dur(path, "drain.poll_interval", f.drain.poll_interval.as_deref())?,

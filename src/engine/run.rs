@@ -67,7 +67,7 @@ impl Run {
         let from = self.rec.position();
         let to = from.next(t).map_err(|e| Error::Internal(e.to_string()))?;
         if to != from {
-            tracing::debug!(?from, ?to, "transition");
+            tracing::debug!(from = %from.phase, to = %to.phase, "transition");
             self.rec.set_position(to);
             self.save()?;
         }

@@ -17,6 +17,7 @@ pub mod code {
     pub const ROLLBACK_INCOMPLETE: i32 = 11;
     pub const CONFLICT: i32 = 12;
     pub const LAST_CELL: i32 = 13;
+    pub const NOT_A_CELL: i32 = 14;
     pub const PACKAGE: i32 = 20;
     pub const INSTALL: i32 = 21;
     pub const UNHEALTHY: i32 = 22;
@@ -86,6 +87,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::LAST_CELL,
         "last-cell",
         "redundancy guard: too few other active cells, or the API could not tell (fails closed)",
+    ),
+    (
+        code::NOT_A_CELL,
+        "not-a-cell",
+        "status: no VCD cell here (the service unit or cell-management-tool is missing)",
     ),
     (
         code::PACKAGE,

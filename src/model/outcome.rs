@@ -85,6 +85,27 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// The outcome in an operator's words (the closing line).
+    pub fn words(self) -> &'static str {
+        match self {
+            Outcome::Ok => "done",
+            Outcome::ShutDown => "done: drained and shut down",
+            Outcome::Drained => "done: drained, left running (--no-shutdown)",
+            Outcome::Aborted => "aborted at the deadline",
+            Outcome::Forced => "done: shut down at the deadline with jobs still running",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+            Outcome::Resumed => "done: this run's changes were undone",
+            Outcome::Installed => "done: installed",
+            Outcome::Upgraded => "done: upgraded and healthy",
+            Outcome::Started => "done: started and healthy",
+            Outcome::NothingToDo => "done: nothing to undo",
+            Outcome::Flushed => "done",
+        }
+    }
+}
+
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -114,6 +135,20 @@ impl CellLeft {
             CellLeft::Changed => "changed",
             CellLeft::Running => "running",
             CellLeft::Unknown => "unknown",
+        }
+    }
+}
+
+impl CellLeft {
+    /// What a run left the cell as, in an operator's words.
+    pub fn words(self) -> &'static str {
+        match self {
+            CellLeft::Unchanged => "the cell is as it was found",
+            CellLeft::Drained => "the cell is drained and still running",
+            CellLeft::ShutDown => "the cell is shut down and its service stopped",
+            CellLeft::Changed => "the cell is changed and the run is kept: `cellctl status` says what next",
+            CellLeft::Running => "the cell is running",
+            CellLeft::Unknown => "the cell's state is unknown: `cellctl status` says what next",
         }
     }
 }

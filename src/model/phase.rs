@@ -73,6 +73,42 @@ pub enum Phase {
     },
 }
 
+/// The phase in an operator's words (status, logs).
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let confirming = |n: u8| if n > 0 { ", drained once: confirming" } else { "" };
+        match *self {
+            Phase::Start => f.write_str("starting"),
+            Phase::Preflighted => f.write_str("preflight passed"),
+            Phase::Prepared => f.write_str("maintenance message handled, quiescing next"),
+            Phase::Waiting { seen_drained } => write!(f, "waiting for jobs to end{}", confirming(seen_drained)),
+            Phase::Canceling { seen_drained } => {
+                write!(
+                    f,
+                    "tasks cancelled after the deadline, grace period{}",
+                    confirming(seen_drained)
+                )
+            }
+            Phase::Drained => f.write_str("drained"),
+            Phase::ShuttingDown { forced } => {
+                write!(f, "shutting the cell down{}", if forced { " (forced)" } else { "" })
+            }
+            Phase::StoppingService { .. } => f.write_str("cell shut down, stopping its service"),
+            Phase::RollingBack { cause } => write!(
+                f,
+                "undoing its changes ({})",
+                match cause {
+                    Cause::Deadline => "the deadline passed",
+                    Cause::Signal => "a stop signal came",
+                    Cause::Failure => "a step failed",
+                    Cause::Operator => "cellctl resume",
+                }
+            ),
+            Phase::Done { outcome } => write!(f, "ended: {}", outcome.as_str().replace('_', " ")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     PreflightPassed,

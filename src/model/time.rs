@@ -13,6 +13,11 @@ impl Timestamp {
         Timestamp(SystemTime::now())
     }
 
+    /// Time from `earlier` to this timestamp, to the second (zero if it is not earlier).
+    pub fn since(&self, earlier: Timestamp) -> Duration {
+        Duration::from_secs(self.0.duration_since(earlier.0).unwrap_or_default().as_secs())
+    }
+
     /// Time passed since this timestamp (zero if it lies in the future).
     pub fn elapsed(&self) -> Duration {
         SystemTime::now().duration_since(self.0).unwrap_or_default()

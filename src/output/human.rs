@@ -41,11 +41,26 @@ impl Report {
             }
             (None, None) => {}
         }
+        let live = self.live_run.as_ref();
+        if let Some(l) = live {
+            let _ = writeln!(
+                s,
+                "running now:  `cellctl {}`, pid {}, since {}: wait for it, or stop it with `kill -TERM {}` (it undoes what it can)",
+                l.command, l.pid, l.started_at, l.pid
+            );
+        }
         match self.recorded_run.as_ref().and_then(|r| r.as_ref()) {
+            Some(r) if live.is_some() => {
+                let _ = writeln!(
+                    s,
+                    "recorded run: {} ({}, {}, started {})",
+                    r.run_id, r.command, r.phase, r.started_at
+                );
+            }
             Some(r) => {
                 let _ = writeln!(
                     s,
-                    "recorded run: {} ({}, phase {:?}, started {}, pid {}): {}",
+                    "recorded run: {} ({}, {}, started {}, pid {}): {}",
                     r.run_id, r.command, r.phase, r.started_at, r.pid, r.advice
                 );
             }

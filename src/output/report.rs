@@ -15,6 +15,7 @@ use crate::model::phase::Phase;
 use crate::model::step::{Before, ServiceState, StepRecord};
 use crate::model::time::{Timestamp, new_run_id};
 use crate::store::atomic::WriteError;
+use crate::store::journal::LockHolder;
 use crate::store::record::{RunRecord, UpgradeRecord};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -118,6 +119,9 @@ pub struct Report {
     pub service: Option<ServiceState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_run: Option<Option<RecordedRun>>,
+    /// `status`: the run under way now (it holds the lock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_run: Option<LockHolder>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<String>,
     /// The cell this run was about.
@@ -130,6 +134,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
     pub error: Option<ErrorDoc>,
+    /// Where the report was saved (for the closing line; not part of the document).
+    #[serde(skip)]
+    pub saved_as: Option<PathBuf>,
 }
 
 /// Set once the final document is on stdout, so an emergency exit (a second signal) does not
@@ -167,11 +174,13 @@ impl Report {
             in_maintenance: None,
             service: None,
             recorded_run: None,
+            live_run: None,
             journal: None,
             cell: None,
             delivery: None,
             upgrade: None,
             error: None,
+            saved_as: None,
         }
     }
 
@@ -202,10 +211,23 @@ impl Report {
         // The human summary goes to stderr in both modes (an operator watching a --json run sees
         // it too), before the document, so that the document is the last line of a journal.
         if let Some(e) = &self.error {
-            eprintln!("cellctl: {} {}: {}", self.command, self.outcome, e.message);
+            eprintln!("cellctl: {} {}: {}", self.command, self.outcome.words(), e.message);
         } else if self.command != CommandName::Status {
-            let left = self.cell_left.map(|c| format!(" (cell left {c})")).unwrap_or_default();
-            eprintln!("cellctl: {} {}{left}", self.command, self.outcome);
+            let left = self.cell_left.map(|c| format!("; {}", c.words())).unwrap_or_default();
+            eprintln!("cellctl: {} {}{left}", self.command, self.outcome.words());
+        }
+        // A refusal before any step stays one line; a run that took steps says where it is.
+        if let Some(run) = self.run_id.as_ref().filter(|_| !self.steps.is_empty()) {
+            let took = match (self.started_at, self.ended_at) {
+                (Some(a), Some(b)) => format!(", took {}", humantime::format_duration(b.since(a))),
+                _ => String::new(),
+            };
+            let saved = self
+                .saved_as
+                .as_ref()
+                .map(|p| format!("; report: {}", p.display()))
+                .unwrap_or_default();
+            eprintln!("cellctl: run {run}{took}{saved}");
         }
         if let Some(jobs) = &self.jobs_remaining
             && !jobs.is_empty()

@@ -62,11 +62,11 @@ impl From<WriteError> for JournalError {
 }
 
 /// What the lock file says of the run holding it.
-#[derive(Debug, Serialize, Deserialize)]
-struct LockHolder {
-    pid: u32,
-    command: CommandName,
-    started_at: Timestamp,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub pid: u32,
+    pub command: CommandName,
+    pub started_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +183,22 @@ impl Journal {
             .and_then(|()| f.write_all(&info))
             .map_err(dir_err(&self.dir))?;
         Ok(LockGuard { _file: f })
+    }
+
+    /// The live run holding the lock, if one does (read-only: the lock is not taken).
+    pub fn holder(&self) -> Option<LockHolder> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(self.dir.join(LOCK))
+            .ok()?;
+        if f.try_lock_shared().is_ok() {
+            // Nobody holds it: released when `f` closes.
+            return None;
+        }
+        let mut text = String::new();
+        f.read_to_string(&mut text).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     pub fn current(&self) -> Result<Option<RunRecord>, JournalError> {

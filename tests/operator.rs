@@ -1,0 +1,168 @@
+//! Issue 14, as an operator meets it: one JSON document even for a refused command line, bad
+//! settings named by their source, zero deadlines refused before the cell is touched, `status`
+//! that says when there is no cell or a run is live, help and closing lines in words.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn cell() -> Cell {
+    Cell::new(&["--quiesce-delay", "200ms"])
+}
+
+/// Exactly one JSON document on stdout.
+fn one_document(r: &Run) -> Value {
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "stdout: {}", r.stdout);
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+#[test]
+fn a_refused_command_line_is_still_one_document_with_json() {
+    let c = cell();
+    for (args, command) in [
+        (vec!["--json", "drain", "--on-deadline", "bogus"], "drain"),
+        (vec!["--json", "drain", "--no-such-flag"], "drain"),
+        (vec!["--json", "drain", "--deadline", "soon"], "drain"),
+        (vec!["--json", "frobnicate"], "unknown"),
+    ] {
+        let r = c.run(&args);
+        r.assert_code(2);
+        let doc = one_document(&r);
+        assert_eq!(doc["command"], command, "{args:?}");
+        assert_eq!(doc["error"]["kind"], "usage", "{args:?}");
+        assert!(!doc["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // CELLCTL_JSON asks for it as --json does.
+    let r = Run::from(
+        c.cellctl()
+            .env("CELLCTL_JSON", "1")
+            .args(["drain", "--bogus"])
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(2);
+    one_document(&r);
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+}
+
+#[test]
+fn a_bad_environment_value_is_a_bad_setting_named_as_such() {
+    let c = cell();
+    let r = Run::from(
+        c.cellctl()
+            .env("CELLCTL_DEADLINE", "soon")
+            .args(["--json", "drain"])
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(3);
+    let msg = one_document(&r)["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("CELLCTL_DEADLINE") && msg.contains("soon") && msg.contains("environment"),
+        "{msg}"
+    );
+    let r = Run::from(c.cellctl().env("CELLCTL_JSON", "maybe").arg("status").output().unwrap());
+    r.assert_code(3);
+    assert!(r.stderr.contains("CELLCTL_JSON"), "{}", r.stderr);
+    // Typed as a flag, the same value is a usage error.
+    c.run(&["--json", "drain", "--deadline", "soon"]).assert_code(2);
+}
+
+#[test]
+fn a_zero_deadline_is_refused_before_the_cell_is_touched() {
+    let c = cell();
+    let r = c.run(&["--json", "drain", "--deadline", "0s"]);
+    r.assert_code(3);
+    let msg = one_document(&r)["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("--deadline") && msg.contains("more than 0"), "{msg}");
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+    assert!(c.invocations().iter().all(|i| i["tool"] != "vmware-vcd-cell"));
+    assert_eq!(c.show()["in_maintenance"], false);
+    c.run(&["--json", "start", "--health-deadline", "0s"]).assert_code(3);
+}
+
+#[test]
+fn status_says_when_there_is_no_cell_here() {
+    let c = cell();
+    let r = c.run(&["--json", "--service", "no-such-unit", "status"]);
+    r.assert_code(14);
+    let doc = one_document(&r);
+    assert_eq!(doc["error"]["kind"], "not-a-cell");
+    assert!(doc["error"]["message"].as_str().unwrap().contains("no-such-unit"));
+    let r = Run::from(
+        c.cellctl()
+            .args(["--json", "status"])
+            .arg("--vcd-home")
+            .arg(c.tmp.path().join("no-vcd"))
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(14);
+    assert!(
+        one_document(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cell-management-tool")
+    );
+}
+
+#[test]
+fn status_names_a_live_run_and_its_phase_in_words() {
+    let c = cell();
+    c.sim(&["jobs", "add", "--never"]);
+    let child = c.spawn(&["drain", "--poll-interval", "100ms"]);
+    c.wait_phase("waiting");
+    let out = c.cellctl().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!("pid {}", child.id())) && text.contains("running now"),
+        "{text}"
+    );
+    assert!(text.contains("waiting for jobs to end"), "{text}");
+    assert!(
+        !text.contains("Waiting {") && !text.contains("resume` undoes"),
+        "{text}"
+    );
+    let doc = c.run(&["--json", "status"]).json();
+    assert_eq!(doc["live_run"]["pid"], child.id());
+    assert_eq!(doc["live_run"]["command"], "drain");
+    signal(&child, Signal::SIGTERM);
+    wait_child(child).assert_code(143);
+    let doc = c.run(&["--json", "status"]).json();
+    assert!(doc.get("live_run").is_none(), "{doc}");
+}
+
+#[test]
+fn help_puts_a_commands_own_options_first() {
+    let c = cell();
+    let r = c.run(&["drain", "--help"]);
+    r.assert_code(0);
+    let own = r.stdout.find("--deadline").unwrap();
+    let global = r.stdout.find("Global options").expect("a Global options heading");
+    assert!(
+        own < global && global < r.stdout.find("--vcd-home").unwrap(),
+        "{}",
+        r.stdout
+    );
+    let top = c.run(&["--help"]);
+    assert!(top.stdout.contains("Durations (DUR)"), "{}", top.stdout);
+}
+
+#[test]
+fn the_closing_line_says_what_happened_in_words() {
+    let c = cell();
+    let r = c.run(&["--json", "drain", "--poll-interval", "100ms"]);
+    r.assert_code(0);
+    let doc = r.json();
+    let run = doc["run_id"].as_str().unwrap();
+    assert!(r.stderr.contains("drained and shut down"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("run {run}")) && r.stderr.contains("report: "),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("shut_down"), "{}", r.stderr);
+}
