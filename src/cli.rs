@@ -345,6 +345,9 @@ pub struct ReportArgs {
     /// The last run's report
     #[arg(long, conflicts_with = "run_id")]
     pub last: bool,
+    /// List the saved reports (id, command, outcome, started, duration), oldest first
+    #[arg(long, conflicts_with_all = ["run_id", "last"])]
+    pub list: bool,
 }
 
 #[derive(Debug, Subcommand, Clone)]

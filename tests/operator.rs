@@ -166,3 +166,32 @@ fn the_closing_line_says_what_happened_in_words() {
     );
     assert!(!r.stderr.contains("shut_down"), "{}", r.stderr);
 }
+
+#[test]
+fn report_list_and_refusals_never_push_out_real_runs() {
+    let c = cell();
+    std::fs::write(&c.config, "[report]\nkeep = 2\n").unwrap();
+    let real = c.run(&["--json", "drain", "--poll-interval", "100ms"]);
+    real.assert_code(0);
+    let run_id = real.json()["run_id"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        c.run(&["--json", "drain", "--deadline", "0s"]).assert_code(3);
+    }
+    let listed = c.run(&["--json", "report", "--list"]);
+    listed.assert_code(0);
+    let doc = one_document(&listed);
+    let all = doc["reports"].as_array().unwrap();
+    assert!(
+        all.iter()
+            .any(|r| r["run_id"] == run_id.as_str() && r["outcome"] == "shut_down"),
+        "the real run's report was pushed out: {doc}"
+    );
+    assert_eq!(all.len(), 3, "two refusals and the real run: {doc}");
+    let text = c.run(&["report", "--list"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains("shut_down") && text.stdout.contains("REPORT"),
+        "{}",
+        text.stdout
+    );
+}

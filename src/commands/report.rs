@@ -13,6 +13,7 @@ use crate::store::reports;
 pub(crate) async fn report(s: &Settings, args: ReportArgs) -> i32 {
     match args.action {
         Some(ReportAction::Flush) => flush(s).await,
+        None if args.list => list(s),
         None => show(s, if args.last { None } else { args.run_id.as_deref() }),
     }
 }
@@ -57,6 +58,24 @@ async fn flush(s: &Settings) -> i32 {
     }
     rep.emit(s.json);
     rep.exit_code
+}
+
+fn list(s: &Settings) -> i32 {
+    match reports::list(&s.state_dir) {
+        Ok(all) => {
+            if s.json {
+                println!("{}", serde_json::json!({ "reports": all }));
+            } else {
+                print!("{}", human::report_list(&all));
+            }
+            code::OK
+        }
+        Err(err) => {
+            let e = Error::Usage(err.to_string());
+            Report::failed(CommandName::Report, &e).emit(s.json);
+            e.exit_code()
+        }
+    }
 }
 
 fn show(s: &Settings, id: Option<&str>) -> i32 {

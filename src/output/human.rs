@@ -70,6 +70,41 @@ impl Report {
     }
 }
 
+/// `cellctl report --list` for people: a line a report, oldest first.
+pub fn report_list(all: &[crate::store::reports::Listed]) -> String {
+    let dash = || "-".to_string();
+    let mut s = format!(
+        "{:<28} {:<8} {:<14} {:>4}  {:<24} {}\n",
+        "REPORT", "COMMAND", "OUTCOME", "EXIT", "STARTED", "TOOK"
+    );
+    for r in all {
+        let took = match (
+            r.started_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+            r.ended_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+        ) {
+            (Some(a), Some(b)) => b
+                .duration_since(a)
+                .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
+                .unwrap_or_else(|_| dash()),
+            _ => dash(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<28} {:<8} {:<14} {:>4}  {:<24} {took}",
+            r.report_id,
+            r.command.clone().unwrap_or_else(dash),
+            r.outcome.clone().unwrap_or_else(dash),
+            r.exit_code.map_or_else(dash, |c| c.to_string()),
+            r.started_at.clone().unwrap_or_else(dash),
+        );
+    }
+    s
+}
+
 /// A stored report for people.
 pub fn human(v: &Value) -> String {
     let g = |k: &str| v[k].as_str().map_or_else(|| "-".into(), str::to_string);

@@ -37,7 +37,22 @@ pub fn save(state_dir: &Path, id: &str, doc: &[u8], keep: usize) -> Result<PathB
     })?;
     let path = dir.join(format!("{id}.json"));
     write_atomic(&path, doc)?;
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+    prune(&dir, keep);
+    Ok(path)
+}
+
+/// A report of a run that took no step (a refused command line or preflight): kept apart, so
+/// that refusals never push real runs' reports out.
+fn took_no_step(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_none_or(|v| v.get("steps").and_then(Value::as_array).is_none_or(Vec::is_empty))
+}
+
+/// Keep the newest `keep` reports of runs that took steps, and the newest `keep` refusals.
+fn prune(dir: &Path, keep: usize) {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
@@ -45,14 +60,56 @@ pub fn save(state_dir: &Path, id: &str, doc: &[u8], keep: usize) -> Result<PathB
                 .collect()
         })
         .unwrap_or_default();
-    if names.len() > keep {
-        // Report ids sort by time.
-        names.sort();
-        for p in &names[..names.len() - keep] {
+    if names.len() <= keep {
+        return;
+    }
+    // Report ids sort by time.
+    names.sort();
+    let (refusals, runs): (Vec<PathBuf>, Vec<PathBuf>) = names.into_iter().partition(|p| took_no_step(p));
+    for group in [runs, refusals] {
+        for p in &group[..group.len().saturating_sub(keep)] {
             let _ = std::fs::remove_file(p);
         }
     }
-    Ok(path)
+}
+
+/// One line of `cellctl report --list`.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    pub report_id: String,
+    pub run_id: Option<String>,
+    pub command: Option<String>,
+    pub outcome: Option<String>,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+/// Every saved report, oldest first.
+pub fn list(state_dir: &Path) -> Result<Vec<Listed>, LoadError> {
+    let dir = reports_dir(state_dir);
+    let mut names: Vec<PathBuf> = read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    Ok(names
+        .iter()
+        .filter_map(|p| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+            let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+            Some(Listed {
+                report_id: p.file_stem()?.to_string_lossy().into_owned(),
+                run_id: s("run_id"),
+                command: s("command"),
+                outcome: s("outcome"),
+                exit_code: v.get("exit_code").and_then(Value::as_i64),
+                started_at: s("started_at"),
+                ended_at: s("ended_at"),
+            })
+        })
+        .collect())
 }
 
 /// Whether a report of this id was saved already (a continued run's later invocations).
