@@ -86,10 +86,10 @@ pub fn report_list(all: &[crate::store::reports::Listed]) -> String {
                 .as_deref()
                 .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
         ) {
-            (Some(a), Some(b)) => b
-                .duration_since(a)
-                .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
-                .unwrap_or_else(|_| dash()),
+            (Some(a), Some(b)) => b.duration_since(a).map_or_else(
+                |_| dash(),
+                |d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string(),
+            ),
             _ => dash(),
         };
         let _ = writeln!(
