@@ -379,8 +379,6 @@ fn write_metrics(s: &Settings, last: &serde_json::Value) {
 fn write_man(dir: &std::path::Path) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::Usage(format!("cannot write man page to {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let cmd = Cli::command();
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut buf).map_err(io)?;
-    std::fs::write(dir.join("cellctl.1"), buf).map_err(io)
+    // cellctl.1 names cellctl-drain(1) and the others: every command gets its page.
+    clap_mangen::generate_to(Cli::command(), dir).map_err(io)
 }

@@ -195,3 +195,77 @@ fn report_list_and_refusals_never_push_out_real_runs() {
         text.stdout
     );
 }
+
+/// Drive cellctl on a pseudo-terminal (python3's pty, as the tests of reports use python3):
+/// answer each password prompt with the next of `answers`, return everything it printed and
+/// its exit code.
+fn on_terminal(c: &Cell, args: &[&str], answers: &[&str]) -> (String, i32) {
+    let script = r#"
+import os, pty, sys, time, json
+args, answers = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(args[0], args)
+out, given, deadline = b"", 0, time.time() + 120
+while time.time() < deadline:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if out.count(b"Password for VCD user") > given and given < len(answers):
+        time.sleep(0.2)
+        os.write(fd, answers[given].encode() + b"\n")
+        given += 1
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+"#;
+    let cmd = c.cellctl_without_password();
+    let mut argv: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
+    argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    argv.extend(args.iter().map(|a| (*a).to_string()));
+    let mut py = std::process::Command::new("python3");
+    py.arg("-c")
+        .arg(script)
+        .arg(serde_json::to_string(&argv).unwrap())
+        .arg(serde_json::to_string(answers).unwrap());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => py.env(k, v),
+            None => py.env_remove(k),
+        };
+    }
+    let out = py.output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn the_prompt_asks_again_for_an_empty_or_rejected_password() {
+    let c = cell();
+    let (out, code) = on_terminal(&c, &["drain", "--poll-interval", "100ms"], &["", "wrong-one", PASSWORD]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the password is empty"), "{out}");
+    assert!(out.contains("try again"), "{out}");
+    assert!(
+        !out.contains("password file"),
+        "mentions a file that was not given: {out}"
+    );
+    assert_eq!(c.show()["service"], "stopped");
+    // The rejected password never reached a call that changes the cell.
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 1);
+}
+
+#[test]
+fn three_rejected_passwords_end_the_run_untouched() {
+    let c = cell();
+    let (out, code) = on_terminal(&c, &["drain"], &["a", "b", "c"]);
+    assert_eq!(code, 6, "{out}");
+    assert_eq!(out.matches("Password for VCD user").count(), 3, "{out}");
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+}

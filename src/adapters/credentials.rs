@@ -102,12 +102,29 @@ pub fn load(
         }
     }
     if std::io::stdin().is_terminal() {
-        let pw = rpassword::prompt_password(format!("Password for VCD user {user}: "))
-            .map_err(|e| CredentialError::Prompt(e.to_string()))?;
-        return Ok((Secret::new(pw), Source::Prompt));
+        return prompt(user).map(|s| (s, Source::Prompt));
     }
     Err(CredentialError::NoSource)
 }
+
+/// Ask on the terminal; an empty answer (Enter pressed by mistake) is asked again, up to three
+/// times, before any cell is contacted.
+pub fn prompt(user: &str) -> Result<Secret, CredentialError> {
+    for _ in 0..PROMPT_TRIES {
+        let pw = rpassword::prompt_password(format!("Password for VCD user {user}: "))
+            .map_err(|e| CredentialError::Prompt(e.to_string()))?;
+        if !pw.is_empty() {
+            return Ok(Secret::new(pw));
+        }
+        eprintln!("cellctl: the password is empty; type it again");
+    }
+    Err(CredentialError::Prompt(format!(
+        "no password after {PROMPT_TRIES} empty answers"
+    )))
+}
+
+/// How often a terminal is asked for the password (empty or rejected answers).
+pub const PROMPT_TRIES: usize = 3;
 
 /// Read a secret from a file (first line), refusing group/world access when `check_mode`.
 pub fn read_secret_file(path: &Path, check_mode: bool) -> Result<Secret, CredentialError> {

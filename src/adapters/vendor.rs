@@ -33,7 +33,9 @@ impl CellStatus {
 pub enum ToolError {
     #[error("`{call}` hung for {}; its process group was killed. Raise tool_timeout if the cell is just slow", humantime::format_duration(*.after))]
     Hung { call: String, after: Duration },
-    #[error("the cell rejected the credentials of user {user} (`{call}`): {detail}; check the password file")]
+    #[error(
+        "the cell rejected the credentials of user {user} (`{call}`): {detail}; check the password and that {user} is a system administrator"
+    )]
     Rejected { call: String, user: String, detail: String },
     #[error("`{call}` found no terminal to prompt on: {detail}")]
     NoTerminal { call: String, detail: String },
@@ -193,9 +195,12 @@ fn error_detail(o: &Output) -> String {
     }
 }
 
-fn classify_failure(call: &str, user: &str, o: &Output) -> ToolError {
+/// `raw` decides the kind (a redacted text can hide the words, e.g. a password "a" inside
+/// "failed"); the message quotes only `shown`, the redacted output.
+fn classify_failure(call: &str, user: &str, shown: &Output, raw: &Output) -> ToolError {
+    let o = shown;
     let detail = error_detail(o);
-    let low = format!("{}\n{}", o.stderr, o.stdout).to_ascii_lowercase();
+    let low = format!("{}\n{}", raw.stderr, raw.stdout).to_ascii_lowercase();
     let status = match o.code {
         Some(c) => format!("exit status {c}"),
         None => "a signal".to_string(),
@@ -308,12 +313,12 @@ impl CellTool {
             stderr: secret.redact(&o.stderr),
         };
         match res {
-            Ok(o) => {
-                let o = redact(o);
+            Ok(raw) => {
+                let o = redact(raw.clone());
                 if o.success() {
                     Ok(o)
                 } else {
-                    Err(classify_failure(&call, &self.user, &o))
+                    Err(classify_failure(&call, &self.user, &o, &raw))
                 }
             }
             Err(ExecError::Aborted { reason, partial }) => Err(ToolError::Rejected {
@@ -371,7 +376,7 @@ impl CellTool {
         let call = "vmware-vcd-cell maintenance".to_string();
         match exec::run(&self.vcd_cell, &["maintenance"], self.timeout).await {
             Ok(o) if o.success() => Ok(()),
-            Ok(o) => Err(classify_failure(&call, &self.user, &o)),
+            Ok(o) => Err(classify_failure(&call, &self.user, &o, &o)),
             Err(e) => Err(not_run(call, e)),
         }
     }

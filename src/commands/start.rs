@@ -15,7 +15,7 @@ pub(crate) async fn start(s: &Settings, deadline: Duration, sig: SignalWatch) ->
     let mut report = Report::new(CommandName::Start);
     report.started_at = Some(Timestamp::now());
     let r = async {
-        let tool = cell_tool(s)?;
+        let tool = cell_tool(s).await?;
         health::start_and_wait(&mut report.steps, &tool, &service_of(s), s, deadline, sig).await
     }
     .await;

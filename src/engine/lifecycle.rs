@@ -72,7 +72,7 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
     let journal = Journal::open(&s.state_dir)?;
     let _lock = journal.lock(p.command())?;
     let tool = if p.needs_password() {
-        cell_tool(s)?
+        cell_tool(s).await?
     } else {
         tool_without_password(s)
     };
