@@ -30,12 +30,20 @@ fn init_logging() {
     let registry = tracing_subscriber::registry().with(filter);
     if let Some(j) = journald {
         let _ = registry.with(j).try_init();
-    } else {
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // A person watching: no timestamps, and the live progress line is cleared first.
         let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(crate::output::progress::LogWriter)
             .with_target(false)
             .without_time()
+            .compact();
+        let _ = registry.with(fmt).try_init();
+    } else {
+        // nohup, tee, cron, an orchestrator: every line says when (RFC 3339, UTC).
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_target(false)
             .compact();
         let _ = registry.with(fmt).try_init();
     }

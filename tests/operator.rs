@@ -201,13 +201,15 @@ fn report_list_and_refusals_never_push_out_real_runs() {
 /// its exit code.
 fn on_terminal(c: &Cell, args: &[&str], answers: &[&str]) -> (String, i32) {
     let script = r#"
-import os, pty, sys, time, json
+import os, pty, select, sys, time, json
 args, answers = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(args[0], args)
-out, given, deadline = b"", 0, time.time() + 120
+out, given, deadline = b"", 0, time.time() + 60
 while time.time() < deadline:
+    if not select.select([fd], [], [], 1)[0]:
+        continue
     try:
         chunk = os.read(fd, 4096)
     except OSError:
@@ -219,7 +221,12 @@ while time.time() < deadline:
         time.sleep(0.2)
         os.write(fd, answers[given].encode() + b"\n")
         given += 1
-_, status = os.waitpid(pid, 0)
+# A run still going at the deadline is a failure of the test, not a hang of the suite.
+done, status = os.waitpid(pid, os.WNOHANG)
+if done == 0:
+    os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    out += b"\n(test: killed at its deadline)"
 sys.stdout.write(out.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
 "#;
@@ -268,4 +275,43 @@ fn three_rejected_passwords_end_the_run_untouched() {
     assert_eq!(code, 6, "{out}");
     assert_eq!(out.matches("Password for VCD user").count(), 3, "{out}");
     assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+}
+
+#[test]
+fn the_live_line_ticks_every_second_and_leaves_no_stale_copies() {
+    let c = cell();
+    c.sim(&["jobs", "add", "--never"]);
+    // Tool polls every 10 s (no API): the line must still move every second.
+    let (out, code) = on_terminal(
+        &c,
+        &["drain", "--deadline", "5s", "--poll-interval", "10s"],
+        &[PASSWORD],
+    );
+    assert_eq!(code, 10, "{out}");
+    let redraws = out.matches("\r\x1b[Kwaiting:").count();
+    assert!(redraws >= 4, "{redraws} redraws in a 5 s wait: {out:?}");
+    assert!(
+        out.contains("deadline in 3s") || out.contains("deadline in 2s"),
+        "{out:?}"
+    );
+    for line in out.split('\n').filter(|l| l.contains("deadline reached")) {
+        let shown = line.rsplit('\r').next().unwrap_or(line);
+        assert!(
+            !shown.contains("waiting:"),
+            "a stale live line before a log line: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn log_lines_carry_timestamps_when_stderr_is_not_a_terminal() {
+    let c = cell();
+    let r = c.run(&["drain", "--poll-interval", "100ms"]);
+    r.assert_code(0);
+    let line = r.stderr.lines().find(|l| l.contains("quiescing")).expect("a log line");
+    let stamp = line.split_whitespace().next().unwrap_or("");
+    assert!(
+        humantime::parse_rfc3339_weak(stamp.trim_end_matches('Z')).is_ok() && stamp.ends_with('Z'),
+        "no RFC 3339 UTC timestamp: {line}"
+    );
 }

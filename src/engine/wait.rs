@@ -144,7 +144,7 @@ pub(crate) async fn wait(ctx: &Ctx<'_>, run: &mut Run, d: &DrainSettings, w: &mu
             Instant::now(),
             Duration::from_secs_f64(left.max(0.0)),
         );
-        if hint_window(ctx, run, d, w, &mut progress, next_tool).await? {
+        if hint_window(ctx, run, (d, deadline_at), w, &mut progress, next_tool).await? {
             return Ok(());
         }
     }
@@ -224,32 +224,34 @@ async fn at_deadline(ctx: &Ctx<'_>, run: &mut Run, idx: usize, canceling: bool, 
 
 /// Until the next tool poll, read the API's task list (cheap for the cell: no JVM) every
 /// `signal_interval`. When it shows no task on this cell, that is a first sighting and the
-/// tool is asked at once: the tool's answer alone can complete "drained". Returns true if a
-/// signal ended the wait.
+/// tool is asked at once: the tool's answer alone can complete "drained". The progress line
+/// ticks every second meanwhile. Returns true if a signal ended the wait.
 async fn hint_window(
     ctx: &Ctx<'_>,
     run: &mut Run,
-    d: &DrainSettings,
+    (d, deadline_at): (&DrainSettings, f64),
     w: &mut Waiter,
     progress: &mut Progress,
     mut next_tool: Instant,
 ) -> Result<bool, Error> {
+    const TICK: Duration = Duration::from_secs(1);
     let polled_at = Instant::now();
+    let left = || Duration::from_secs_f64((deadline_at - unix_now()).max(0.0));
     // A hint the tool contradicted is not believed again until the count moves.
     let armed = run.last_job_count.is_some_and(|n| n > 0) && w.hint_refuted_at != run.last_job_count;
     let mut sig = ctx.sig.clone();
     let mut hinted = false;
+    let mut next_api = polled_at + d.signal_interval;
     loop {
         let now = Instant::now();
         if now >= next_tool {
             break;
         }
         let use_api = armed && w.api_ok && ctx.api.is_some();
-        let nap = if use_api {
-            d.signal_interval.min(next_tool - now)
-        } else {
-            next_tool - now
-        };
+        let mut wake = next_tool.min(now + TICK);
+        if use_api {
+            wake = wake.min(next_api);
+        }
         tokio::select! {
             biased;
             s = sig.received() => {
@@ -258,13 +260,17 @@ async fn hint_window(
                 run.drain_event(Event::Interrupt)?;
                 return Ok(true);
             }
-            () = tokio::time::sleep(nap) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
-        if !use_api || Instant::now() >= next_tool {
+        progress.tick(left());
+        let now = Instant::now();
+        if !use_api || now < next_api || now >= next_tool {
             continue;
         }
+        next_api = now + d.signal_interval;
         match tasks(ctx, w).await {
             Some(t) => {
+                progress.tasks(t.len() as u64, left());
                 log_tasks(w, progress, &t);
                 if t.is_empty() {
                     run.drain_event(Event::Hint { drained: true })?;
@@ -287,9 +293,21 @@ fn log_tasks(w: &mut Waiter, progress: &mut Progress, t: &[TaskInfo]) {
     w.listed = Some(t.len());
     if !t.is_empty() {
         progress.finish();
-        let list: Vec<String> = t.iter().map(TaskInfo::describe).collect();
-        tracing::info!("running on this cell: {}", list.join("; "));
+        tracing::info!("{}", summarise_tasks(t));
     }
+}
+
+/// A task list for a log line: the count and the first few, not a 300-character line.
+fn summarise_tasks(t: &[TaskInfo]) -> String {
+    const SHOWN: usize = 3;
+    let first: Vec<String> = t.iter().take(SHOWN).map(TaskInfo::describe).collect();
+    let more = t.len().saturating_sub(SHOWN);
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{} task(s) running on this cell: {}{tail}", t.len(), first.join("; "))
 }
 
 /// The tasks running on this cell, from the API (None when it cannot say).
@@ -385,6 +403,20 @@ mod tests {
             next_tool_poll(&d, false, true, t, t, Duration::from_secs(1)),
             t + Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn a_long_task_list_is_summarised() {
+        let task = |i: usize| TaskInfo {
+            id: format!("t{i}"),
+            operation: "vappDeploy".into(),
+            owner: "bob".into(),
+            started: "2026-01-01T00:00:00Z".into(),
+        };
+        let many: Vec<TaskInfo> = (0..10).map(task).collect();
+        let s = summarise_tasks(&many);
+        assert!(s.starts_with("10 task(s)") && s.ends_with("and 7 more"), "{s}");
+        assert!(!summarise_tasks(&many[..2]).contains("more"));
     }
 
     #[test]
