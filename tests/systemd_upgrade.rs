@@ -1180,3 +1180,49 @@ fn kill_9_before_the_install_unit_starts_then_a_plain_rerun_installs_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn install_result_that_cannot_be_recorded_names_the_state_dir_under_systemd() {
+    let started = Instant::now();
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    write_config(&c, "60s", "");
+    let Some(ns) = boot(&c, None) else { return };
+
+    // The real systemd-run, with a directory where the wrapper's status file goes: its atomic
+    // rename fails, as in a full or read-only state dir.
+    let blocked = "#!/bin/sh\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --status ] && mkdir -p \"$a\"; prev=$a; done\nexec systemd-run \"$@\"\n";
+    let r = Run::from(run_within(
+        cellctl_in_with_systemd_run(&ns, &c, &served, "systemd-run-blocked", blocked)
+            .args(["--json", "upgrade", "--poll-interval", "100ms"])
+            .arg(&pkg),
+        "cellctl",
+    ));
+    r.assert_code(9);
+    let msg = str_of(&r.json(), "/error/message").to_string();
+    let units = c.state.join("units").display().to_string();
+    assert!(msg.contains(&format!("could not be recorded in {units}")), "{msg}");
+    // `systemd-run --wait` passed the unit's exit status on: the installer succeeded.
+    assert!(msg.contains("exit status 0") && !msg.contains("systemd-run"), "{msg}");
+    assert_eq!(c.show()["version"], NEW);
+    let unit = recorded_unit(&c).unwrap();
+    wait_collected(&ns, &unit);
+
+    let r = run_cellctl(cellctl_in(&ns, &c, Some(&served)).args(["--json", "upgrade", "--poll-interval", "100ms"]));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "upgraded", "{}", describe_run(&r));
+    let steps = install_steps(&doc);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert!(
+        str_of(steps[0], "/detail").contains("learned from the installed version"),
+        "{}",
+        steps[0]
+    );
+    assert_eq!(installer_runs(&c).len(), 1);
+    eprintln!(
+        "install_result_that_cannot_be_recorded_names_the_state_dir_under_systemd: {:?}",
+        started.elapsed()
+    );
+}

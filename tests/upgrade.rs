@@ -363,6 +363,49 @@ fn install_started_without_result_and_version_unchanged_asks_for_retry_install()
     assert_eq!(installer_runs(&c), 1);
 }
 
+/// The installer succeeds but its wrapper cannot write the status file (a full or read-only
+/// state dir; here a directory stands where the file goes, so the atomic rename fails). The
+/// message names the state dir, not systemd-run, and a plain rerun learns the install from the
+/// installed version.
+#[test]
+fn install_result_that_cannot_be_recorded_names_the_state_dir_and_a_plain_rerun_finishes() {
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    let blocked = format!(
+        "#!/bin/sh\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --status ] && mkdir -p \"$a\"; prev=$a; done\nexec '{}' \"$@\"\n",
+        c.dir.join("bin/systemd-run").display()
+    );
+    let r = run(upgrade_with_systemd_run(&c, &served, "systemd-run-blocked", &blocked)
+        .args(["--json", "upgrade", "--poll-interval", "100ms"])
+        .arg(&pkg));
+    r.assert_code(9);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    let units = c.state.join("units").display().to_string();
+    assert!(msg.contains(&format!("could not be recorded in {units}")), "{msg}");
+    assert!(msg.contains("ran in unit") && msg.contains("exit status 0"), "{msg}");
+    assert!(!msg.contains("systemd-run") && !msg.contains("cannot start"), "{msg}");
+    assert_eq!(c.show()["version"], NEW, "the installer did its work");
+    assert_eq!(
+        step_status(&c.current().unwrap(), "install").as_deref(),
+        Some("started"),
+        "the journal leaves the install for a rerun to learn"
+    );
+
+    // The directory is left in the way: the rerun must not need the status file.
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "upgraded");
+    assert_eq!(doc["upgrade"]["version_after"], NEW);
+    let steps = install_steps(&doc);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0]["status"], "done");
+    let detail = steps[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("learned from the installed version"), "{detail}");
+    assert_eq!(installer_runs(&c), 1, "not installed twice");
+}
+
 #[test]
 fn kill_9_during_start_then_rerun_finishes() {
     let c = cell(&["--startup-delay", "2s"]);

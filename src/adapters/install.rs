@@ -47,8 +47,36 @@ pub enum InstallError {
         "unit {unit} ended without recording a result, and what it did cannot be told: {why}; check `journalctl -u {unit}` and the installed version, then rerun with --retry-install to run it again"
     )]
     Unknown { unit: String, why: String },
+    #[error(
+        "{what} ran in unit {unit} ({exit}), but its result could not be recorded in {dir}: {cause}; make room there or make it writable, then rerun the same command: it learns the result from what the unit left (an install, from the installed version)"
+    )]
+    Unrecorded {
+        what: String,
+        unit: String,
+        /// What systemd-run said of the unit's end.
+        exit: String,
+        dir: String,
+        cause: String,
+    },
+    #[error(
+        "{what} could not run in unit {unit}: its log cannot be written in {dir}: {cause}; make room there or make it writable, then rerun the same command"
+    )]
+    Unlogged {
+        what: String,
+        unit: String,
+        dir: String,
+        cause: String,
+    },
     #[error("{0}")]
     Io(String),
+}
+
+impl InstallError {
+    /// The unit's files could not be written: a fault of the state directory, not of the
+    /// installer or of systemd-run.
+    pub fn is_state_dir(&self) -> bool {
+        matches!(self, InstallError::Unrecorded { .. } | InstallError::Unlogged { .. })
+    }
 }
 
 /// What the wrapper wrote when the installer ended.
@@ -290,13 +318,64 @@ impl Transient {
         };
         match self.read_status(&spec.unit) {
             Some(st) => Ok(st),
-            // No record: systemd-run could not start the unit (or stopped it before the wrapper ran).
-            None => Err(InstallError::Start {
-                unit: spec.unit.clone(),
+            None => Err(self.no_status(spec, what, &out)),
+        }
+    }
+
+    /// Why a unit that systemd-run waited for left no readable status. The wrapper writes it in
+    /// the units dir, so a full or read-only state dir loses the result of an installer that
+    /// ran: that must be said, not blamed on systemd-run.
+    fn no_status(&self, spec: &UnitSpec, what: &str, out: &exec::Output) -> InstallError {
+        let unit = &spec.unit;
+        // The wrapper opens its log before anything else and exits 125 if it cannot; exit 0
+        // from `systemd-run --wait` is the unit's own success.
+        let ran = self.log_path(unit).exists() || self.pid_path(unit).exists() || out.success();
+        // `systemd-run --wait` exits with the unit's exit status.
+        let exit = match (out.code, out.stderr.trim()) {
+            (Some(c), "") => format!("exit status {c}"),
+            (Some(c), err) => format!("exit status {c}: {err}"),
+            (None, _) => "its end unknown: systemd-run was killed".to_string(),
+        };
+        let dir = self.dir.display().to_string();
+        match (ran, self.recording_problem(unit)) {
+            (true, cause) => InstallError::Unrecorded {
+                what: what.into(),
+                unit: unit.clone(),
+                exit,
+                dir,
+                cause: cause.unwrap_or_else(|| {
+                    "no status file was written, though the directory takes files now (disk full for a while, or the wrapper killed?)".into()
+                }),
+            },
+            (false, Some(cause)) => InstallError::Unlogged {
+                what: what.into(),
+                unit: unit.clone(),
+                dir,
+                cause,
+            },
+            // No trace of the wrapper, and nothing stopped it from leaving one: the unit did
+            // not start.
+            (false, None) => InstallError::Start {
+                unit: unit.clone(),
                 systemd_run: self.systemd_run.display().to_string(),
                 detail: format!("exit {:?}: {}", out.code, out.stderr.trim()),
-            }),
+            },
         }
+    }
+
+    /// Why the units dir cannot take the wrapper's status file (None: it can now).
+    fn recording_problem(&self, unit: &str) -> Option<String> {
+        let status = self.status_path(unit);
+        match std::fs::symlink_metadata(&status) {
+            Ok(m) if !m.is_file() => return Some(format!("{} is in the way: not a file", status.display())),
+            Ok(_) => return Some(format!("{} cannot be read as a status", status.display())),
+            Err(_) => {}
+        }
+        // The wrapper's own way of writing: a temporary file, fsync, rename.
+        let probe = self.dir.join(format!(".{unit}.probe"));
+        let res = write_atomic(&probe, b"probe\n");
+        let _ = std::fs::remove_file(&probe);
+        res.err().map(|e| format!("{} (disk full or read-only?)", e.source))
     }
 
     pub fn read_status(&self, unit: &str) -> Option<UnitStatus> {
@@ -712,6 +791,39 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, vec![format!("{unit}.log.1")]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_result_that_cannot_be_written_blames_the_state_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let tr = transient(d.path(), NOT_FOUND);
+        // A stand-in for systemd-run and the wrapper: the log and pid file written, the
+        // installer's success, and no status file (its write failed).
+        std::fs::create_dir_all(&tr.dir).unwrap();
+        let body = "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in --log|--pid-file) echo x > \"$2\";; esac; shift; done; exit 0\n";
+        script(&tr.systemd_run, body);
+        let spec = UnitSpec {
+            unit: "cellctl-install-full".into(),
+            description: "d".into(),
+            program: "/bin/true".into(),
+            args: vec![],
+            answers: vec![],
+            env: vec![],
+            timeout: Duration::from_secs(60),
+        };
+        // The status file's rename fails, as in a full or read-only directory.
+        std::fs::create_dir_all(tr.status_path(&spec.unit)).unwrap();
+        let e = tr.run(&spec, "the installer").await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, InstallError::Unrecorded { .. }) && e.is_state_dir(),
+            "{e:?}"
+        );
+        assert!(
+            msg.contains(&tr.dir.display().to_string()) && msg.contains("exit status 0"),
+            "{msg}"
+        );
+        assert!(!msg.contains("cannot start transient unit"), "{msg}");
     }
 
     #[test]
