@@ -101,6 +101,8 @@ impl Error {
             Error::Conflict(_) => code::CONFLICT,
             Error::Interrupted { signal, .. } => 128 + signal,
             Error::Package(_) => code::PACKAGE,
+            // A unit whose result could not be written: the state dir's fault, not the program's.
+            Error::Install(e) | Error::DbUpgrade(e) if e.is_state_dir() => code::STATE,
             Error::Install(_) => code::INSTALL,
             Error::DbUpgrade(_) => code::DB_UPGRADE,
             Error::Health(HealthError::Setup(_)) => code::CONFIG,

@@ -1116,3 +1116,116 @@ fn sigterm_mid_install_leaves_the_unit_and_a_rerun_waits_for_it() {
         started.elapsed()
     );
 }
+
+/// `cellctl_in` with another systemd-run: a test stand-in script written to the cell's `bin/`.
+fn cellctl_in_with_systemd_run(ns: &SystemdNs, c: &Cell, served: &Served, name: &str, script: &str) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let path = c.dir.join("bin").join(name);
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut args = cellctl_args(c, Some(served));
+    let i = args.iter().position(|a| a == "--systemd-run").unwrap();
+    args[i + 1] = path.into();
+    let mut cmd = ns.command(cellctl_bin());
+    isolate_env(&mut cmd);
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// The install step's records in a report.
+fn install_steps(doc: &Value) -> Vec<&Value> {
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"] == "install")
+        .collect()
+}
+
+#[test]
+fn kill_9_before_the_install_unit_starts_then_a_plain_rerun_installs_once() {
+    let started = Instant::now();
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    write_config(&c, "60s", "");
+    let Some(ns) = boot(&c, None) else { return };
+
+    // cellctl dies right after journaling `install: started`, before any unit exists.
+    let killer = "#!/bin/sh\nkill -9 $PPID\nexit 1\n";
+    let out = run_within(
+        cellctl_in_with_systemd_run(&ns, &c, &served, "systemd-run-killer", killer)
+            .args(["upgrade", "--poll-interval", "100ms"])
+            .arg(&pkg),
+        "the killed cellctl",
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let unit = recorded_unit(&c).expect("the run is journaled");
+    assert_eq!(
+        step_status(&c.current().unwrap(), "install").as_deref(),
+        Some("started")
+    );
+    assert_eq!(prop(&ns, &unit, "LoadState"), "not-found");
+
+    // Real systemd says the unit was never there, and it left no file: run it, no flag needed.
+    let r = run_cellctl(cellctl_in(&ns, &c, Some(&served)).args(["--json", "upgrade", "--poll-interval", "100ms"]));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "upgraded", "{}", describe_run(&r));
+    assert!(r.stderr.contains("never started"), "{}", r.stderr);
+    let steps = install_steps(&doc);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0]["status"], "done");
+    assert_eq!(installer_runs(&c).len(), 1, "the installer ran exactly once");
+    assert_eq!(c.show()["version"], NEW);
+    eprintln!(
+        "kill_9_before_the_install_unit_starts_then_a_plain_rerun_installs_once: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn install_result_that_cannot_be_recorded_names_the_state_dir_under_systemd() {
+    let started = Instant::now();
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    write_config(&c, "60s", "");
+    let Some(ns) = boot(&c, None) else { return };
+
+    // The real systemd-run, with a directory where the wrapper's status file goes: its atomic
+    // rename fails, as in a full or read-only state dir.
+    let blocked = "#!/bin/sh\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --status ] && mkdir -p \"$a\"; prev=$a; done\nexec systemd-run \"$@\"\n";
+    let r = Run::from(run_within(
+        cellctl_in_with_systemd_run(&ns, &c, &served, "systemd-run-blocked", blocked)
+            .args(["--json", "upgrade", "--poll-interval", "100ms"])
+            .arg(&pkg),
+        "cellctl",
+    ));
+    r.assert_code(9);
+    let msg = str_of(&r.json(), "/error/message").to_string();
+    let units = c.state.join("units").display().to_string();
+    assert!(msg.contains(&format!("could not be recorded in {units}")), "{msg}");
+    // `systemd-run --wait` passed the unit's exit status on: the installer succeeded.
+    assert!(msg.contains("exit status 0") && !msg.contains("systemd-run"), "{msg}");
+    assert_eq!(c.show()["version"], NEW);
+    let unit = recorded_unit(&c).unwrap();
+    wait_collected(&ns, &unit);
+
+    let r = run_cellctl(cellctl_in(&ns, &c, Some(&served)).args(["--json", "upgrade", "--poll-interval", "100ms"]));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "upgraded", "{}", describe_run(&r));
+    let steps = install_steps(&doc);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert!(
+        str_of(steps[0], "/detail").contains("learned from the installed version"),
+        "{}",
+        steps[0]
+    );
+    assert_eq!(installer_runs(&c).len(), 1);
+    eprintln!(
+        "install_result_that_cannot_be_recorded_names_the_state_dir_under_systemd: {:?}",
+        started.elapsed()
+    );
+}

@@ -269,6 +269,143 @@ fn kill_9_during_install_then_rerun_learns_the_result() {
     assert_eq!(c.invocations().iter().filter(|i| i["tool"] == "installer").count(), 1);
 }
 
+/// `Cell::upgrade_cmd`, with another systemd-run (a test stand-in in the cell's `bin/`, so the
+/// simulator's `systemctl` beside it is the one asked about units).
+fn upgrade_with_systemd_run(c: &Cell, served: &Served, name: &str, script: &str) -> std::process::Command {
+    use std::os::unix::fs::PermissionsExt;
+    let path = c.dir.join("bin").join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = c.cellctl();
+    c.upgrade_cmd(served); // its config
+    cmd.arg("--systemd-run")
+        .arg(&path)
+        .arg("--version-command")
+        .arg(c.dir.join("bin/vcd-version"))
+        .arg("--health-url")
+        .arg(format!("{}/cloud/server_status", served.url));
+    cmd
+}
+
+fn install_steps(doc: &Value) -> Vec<&Value> {
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"] == "install")
+        .collect()
+}
+
+fn installer_runs(c: &Cell) -> usize {
+    c.invocations().iter().filter(|i| i["tool"] == "installer").count()
+}
+
+/// cellctl killed (-9) right after the journal recorded `install: started`, before the unit
+/// started: no status, pid or log file, and systemd knows no such unit. The installer never
+/// ran, so a plain rerun runs it, once, with no --retry-install.
+#[test]
+fn kill_9_right_after_install_started_then_a_plain_rerun_installs_once() {
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    // Called once the step is journaled: cellctl dies there, nothing is started.
+    let killer = "#!/bin/sh\nkill -9 $PPID\nexit 1\n";
+    let r = run(upgrade_with_systemd_run(&c, &served, "systemd-run-killer", killer)
+        .args(["upgrade", "--poll-interval", "100ms"])
+        .arg(&pkg));
+    r.assert_code(137);
+    let journal = c.current().expect("the run is journaled");
+    assert_eq!(step_status(&journal, "install").as_deref(), Some("started"));
+    let units: Vec<_> = std::fs::read_dir(c.state.join("units"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(units.is_empty(), "the unit left no file: {units:?}");
+    assert_eq!(installer_runs(&c), 0);
+
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "upgraded");
+    assert_eq!(doc["run_id"], journal["run_id"]);
+    assert_eq!(c.show()["version"], NEW);
+    assert_eq!(installer_runs(&c), 1, "the installer ran exactly once");
+    // The step recorded before the crash is the one taken: no second, forever "started", record.
+    let steps = install_steps(&doc);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0]["status"], "done");
+}
+
+/// The installer's log shows it started, but no result was recorded and the version is
+/// unchanged: truly uncertain. The rerun asks for --retry-install and says why.
+#[test]
+fn install_started_without_result_and_version_unchanged_asks_for_retry_install() {
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    // The wrapper began its log, then cellctl and the unit died (a reboot, say).
+    let dies = "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --log ] && echo 'Installing VMware Cloud Director...' > \"$2\"; shift; done\nkill -9 $PPID\nexit 1\n";
+    let r = run(upgrade_with_systemd_run(&c, &served, "systemd-run-dies", dies)
+        .args(["upgrade", "--poll-interval", "100ms"])
+        .arg(&pkg));
+    r.assert_code(137);
+
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
+    r.assert_code(21);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    for want in ["--retry-install", "log exists", "still 10.5.1"] {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+    assert_eq!(installer_runs(&c), 0);
+
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade", "--retry-install"]));
+    r.assert_code(0);
+    assert_eq!(c.show()["version"], NEW);
+    assert_eq!(installer_runs(&c), 1);
+}
+
+/// The installer succeeds but its wrapper cannot write the status file (a full or read-only
+/// state dir; here a directory stands where the file goes, so the atomic rename fails). The
+/// message names the state dir, not systemd-run, and a plain rerun learns the install from the
+/// installed version.
+#[test]
+fn install_result_that_cannot_be_recorded_names_the_state_dir_and_a_plain_rerun_finishes() {
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    let blocked = format!(
+        "#!/bin/sh\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --status ] && mkdir -p \"$a\"; prev=$a; done\nexec '{}' \"$@\"\n",
+        c.dir.join("bin/systemd-run").display()
+    );
+    let r = run(upgrade_with_systemd_run(&c, &served, "systemd-run-blocked", &blocked)
+        .args(["--json", "upgrade", "--poll-interval", "100ms"])
+        .arg(&pkg));
+    r.assert_code(9);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    let units = c.state.join("units").display().to_string();
+    assert!(msg.contains(&format!("could not be recorded in {units}")), "{msg}");
+    assert!(msg.contains("ran in unit") && msg.contains("exit status 0"), "{msg}");
+    assert!(!msg.contains("systemd-run") && !msg.contains("cannot start"), "{msg}");
+    assert_eq!(c.show()["version"], NEW, "the installer did its work");
+    assert_eq!(
+        step_status(&c.current().unwrap(), "install").as_deref(),
+        Some("started"),
+        "the journal leaves the install for a rerun to learn"
+    );
+
+    // The directory is left in the way: the rerun must not need the status file.
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "upgraded");
+    assert_eq!(doc["upgrade"]["version_after"], NEW);
+    let steps = install_steps(&doc);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0]["status"], "done");
+    let detail = steps[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("learned from the installed version"), "{detail}");
+    assert_eq!(installer_runs(&c), 1, "not installed twice");
+}
+
 #[test]
 fn kill_9_during_start_then_rerun_finishes() {
     let c = cell(&["--startup-delay", "2s"]);

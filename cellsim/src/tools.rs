@@ -543,7 +543,10 @@ fn systemctl(inv: &Invocation) -> i32 {
         eprintln!("Too few arguments.");
         return 1;
     };
-    if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status" | "show") {
+    if verb == "show" {
+        return systemctl_show(inv);
+    }
+    if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status") {
         eprintln!("Unknown command verb {verb}.");
         return 1;
     }
@@ -553,18 +556,6 @@ fn systemctl(inv: &Invocation) -> i32 {
     };
     let name = unit.strip_suffix(".service").unwrap_or(unit);
     let result = inv.cell.with_state(|s, now| {
-        if verb == "show" {
-            // `show --property=LoadState --value UNIT`, as systemd answers it.
-            println!(
-                "{}",
-                if name == s.knobs.service_name {
-                    "loaded"
-                } else {
-                    "not-found"
-                }
-            );
-            return Ok(0);
-        }
         if name != s.knobs.service_name {
             eprintln!("Unit {name}.service could not be found.");
             return Ok(4);
@@ -591,6 +582,78 @@ fn systemctl(inv: &Invocation) -> i32 {
             }
             _ => service_status(s),
         })
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("cellsim: {e}");
+        INTERNAL_ERROR
+    })
+}
+
+/// `systemctl show [-p P[,P...]]... [--property=P[,P...]]... [--value] UNIT`, answered as systemd
+/// answers it: `KEY=VALUE` lines (or values only), exit 0, and for a unit it does not know
+/// `LoadState=not-found` (not an error). The stand-in knows only the cell's service: the units of
+/// the systemd-run stand-in are plain processes, so it never knows those.
+fn systemctl_show(inv: &Invocation) -> i32 {
+    let mut wanted: Vec<String> = vec![];
+    let mut value_only = false;
+    let mut unit = None;
+    let mut args = inv.args.iter().skip_while(|a| *a != "show").skip(1);
+    while let Some(a) = args.next() {
+        let list = match a.as_str() {
+            "-p" | "--property" => args.next().map(String::as_str),
+            "--value" => {
+                value_only = true;
+                None
+            }
+            other if other.starts_with("--property=") => other.strip_prefix("--property="),
+            other if other.starts_with('-') => None,
+            other => {
+                unit = Some(other.strip_suffix(".service").unwrap_or(other).to_string());
+                None
+            }
+        };
+        wanted.extend(list.into_iter().flat_map(|l| l.split(',')).map(str::to_string));
+    }
+    let Some(unit) = unit else {
+        eprintln!("Too few arguments.");
+        return 1;
+    };
+    let result = inv.cell.with_state(|s, _| {
+        let props = if unit == s.knobs.service_name {
+            let (active, sub, code) = if s.service_running {
+                ("active", "running", "0")
+            } else {
+                ("inactive", "dead", "1")
+            };
+            [
+                ("LoadState", "loaded"),
+                ("ActiveState", active),
+                ("SubState", sub),
+                ("Result", "success"),
+                ("ExecMainCode", code),
+                ("ExecMainStatus", "0"),
+            ]
+        } else {
+            [
+                ("LoadState", "not-found"),
+                ("ActiveState", "inactive"),
+                ("SubState", "dead"),
+                ("Result", "success"),
+                ("ExecMainCode", "0"),
+                ("ExecMainStatus", "0"),
+            ]
+        };
+        for (k, v) in props {
+            if !wanted.is_empty() && !wanted.iter().any(|w| w == k) {
+                continue;
+            }
+            if value_only {
+                println!("{v}");
+            } else {
+                println!("{k}={v}");
+            }
+        }
+        Ok(0)
     });
     result.unwrap_or_else(|e| {
         eprintln!("cellsim: {e}");

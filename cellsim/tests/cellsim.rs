@@ -401,6 +401,38 @@ fn systemctl_status_and_unknown_units() {
     assert!(text(&status.stdout).contains("Active: inactive (dead)"));
 }
 
+#[test]
+fn systemctl_show_answers_as_systemd_does() {
+    let cell = Cell::create(&[]);
+    // A unit systemd does not know is not an error for `show`: cellctl learns "never started" from it.
+    let unknown = cell.tool(
+        "systemctl",
+        &[
+            "show",
+            "-p",
+            "LoadState,ActiveState",
+            "--property=ExecMainCode",
+            "cellctl-install-1",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(0));
+    assert_eq!(
+        text(&unknown.stdout),
+        "LoadState=not-found\nActiveState=inactive\nExecMainCode=0\n"
+    );
+    let value = cell.tool(
+        "systemctl",
+        &["show", "--property=ActiveState", "--value", "vmware-vcd"],
+    );
+    assert_eq!(text(&value.stdout), "active\n");
+    cell.tool("systemctl", &["stop", "vmware-vcd"]);
+    let stopped = cell.tool(
+        "systemctl",
+        &["show", "-p", "LoadState", "-p", "ActiveState", "vmware-vcd.service"],
+    );
+    assert_eq!(text(&stopped.stdout), "LoadState=loaded\nActiveState=inactive\n");
+}
+
 // ---- maintenance ----
 
 #[test]

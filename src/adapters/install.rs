@@ -44,11 +44,39 @@ pub enum InstallError {
         after: Duration,
     },
     #[error(
-        "unit {unit} ended without recording a result (reboot or kill during the install?); check `journalctl -u {unit}` and the installed version, then rerun with --retry-install"
+        "unit {unit} ended without recording a result, and what it did cannot be told: {why}; check `journalctl -u {unit}` and the installed version, then rerun with --retry-install to run it again"
     )]
-    Unknown { unit: String },
+    Unknown { unit: String, why: String },
+    #[error(
+        "{what} ran in unit {unit} ({exit}), but its result could not be recorded in {dir}: {cause}; make room there or make it writable, then rerun the same command: it learns the result from what the unit left (an install, from the installed version)"
+    )]
+    Unrecorded {
+        what: String,
+        unit: String,
+        /// What systemd-run said of the unit's end.
+        exit: String,
+        dir: String,
+        cause: String,
+    },
+    #[error(
+        "{what} could not run in unit {unit}: its log cannot be written in {dir}: {cause}; make room there or make it writable, then rerun the same command"
+    )]
+    Unlogged {
+        what: String,
+        unit: String,
+        dir: String,
+        cause: String,
+    },
     #[error("{0}")]
     Io(String),
+}
+
+impl InstallError {
+    /// The unit's files could not be written: a fault of the state directory, not of the
+    /// installer or of systemd-run.
+    pub fn is_state_dir(&self) -> bool {
+        matches!(self, InstallError::Unrecorded { .. } | InstallError::Unlogged { .. })
+    }
 }
 
 /// What the wrapper wrote when the installer ended.
@@ -94,11 +122,102 @@ pub struct Transient {
     pub dir: PathBuf,
 }
 
+/// What a rerun learns of a unit recorded as started.
 #[derive(Debug)]
 pub enum Learned {
     Finished(UnitStatus),
+    /// A process of the unit lives (its pid; 0 when only systemd says so).
     Running(i32),
-    Unknown,
+    /// No trace of the unit: systemd does not know it, no process carries it, and the wrapper
+    /// left no pid, status or log file (it opens its log before it runs anything). Starting the
+    /// unit now runs its program once.
+    NeverStarted,
+    /// It started, or may have, and ended without a result: `why` says what was seen.
+    Unknown {
+        why: String,
+    },
+}
+
+/// What systemd says of a unit (`systemctl show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SystemdView {
+    /// Starting, running or stopping.
+    Active,
+    /// Loaded and ended (not collected yet): its main process's end, as systemd saw it.
+    Ended(UnitStatus),
+    /// systemd does not know it: never started, or collected after it ended.
+    NotFound,
+    /// Anything else, or systemd could not be asked: what was seen.
+    Unclear(String),
+}
+
+impl SystemdView {
+    /// From `systemctl show` output (`KEY=VALUE` lines).
+    fn parse(text: &str) -> SystemdView {
+        let props: std::collections::HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let get = |k: &str| props.get(k).copied().unwrap_or("");
+        let ended = |code: Option<i32>, signal: Option<i32>| {
+            SystemdView::Ended(UnitStatus {
+                code,
+                signal,
+                ended_at: Timestamp::now(),
+            })
+        };
+        match (get("LoadState"), get("ActiveState")) {
+            (_, "active" | "activating" | "deactivating" | "reloading" | "refreshing") => SystemdView::Active,
+            ("not-found", _) => SystemdView::NotFound,
+            // ExecMainCode is the waitid() code: 1 exited, 2 killed, 3 dumped core.
+            ("loaded", active @ ("inactive" | "failed")) => {
+                match (get("ExecMainCode"), get("ExecMainStatus").parse().ok()) {
+                    ("1", Some(c)) => ended(Some(c), None),
+                    ("2" | "3", Some(sig)) => ended(None, Some(sig)),
+                    _ => SystemdView::Unclear(format!(
+                        "systemd knows the unit ({active}, result {}) but saw no end of its process",
+                        get("Result")
+                    )),
+                }
+            }
+            ("", _) => SystemdView::Unclear(format!("systemctl show said no LoadState: {:?}", text.trim())),
+            (load, active) => SystemdView::Unclear(format!("systemd shows the unit {load}, {active}")),
+        }
+    }
+}
+
+/// What a unit left behind, once nothing of it runs.
+#[derive(Debug)]
+struct Traces {
+    pid_file: bool,
+    log_file: bool,
+    systemd: SystemdView,
+}
+
+impl Traces {
+    fn judge(self) -> Learned {
+        let files = match (self.pid_file, self.log_file) {
+            (true, _) => "its wrapper started (pid file) and is gone without a status file",
+            (false, true) => "its log exists (the wrapper started) but no pid or status file",
+            (false, false) => "it left no pid, status or log file",
+        };
+        let systemd = match self.systemd {
+            SystemdView::Ended(st) => return Learned::Finished(st),
+            SystemdView::NotFound if !self.pid_file && !self.log_file => return Learned::NeverStarted,
+            SystemdView::NotFound => "systemd no longer knows the unit".to_string(),
+            SystemdView::Unclear(seen) => seen,
+            SystemdView::Active => "systemd shows it active".to_string(),
+        };
+        Learned::Unknown {
+            why: format!("{files}, and {systemd}"),
+        }
+    }
+}
+
+/// The arguments of a process (empty when it is gone, a zombie, or not ours to read).
+fn cmdline(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 impl Transient {
@@ -110,6 +229,24 @@ impl Transient {
     }
     fn pid_path(&self, unit: &str) -> PathBuf {
         self.dir.join(format!("{unit}.pid"))
+    }
+
+    /// Before a new attempt: an earlier attempt's files must not be taken for this one's (a
+    /// stale status for its result, a stale log for a sign that it started). The earlier log is
+    /// kept as `<unit>.log.1`.
+    pub fn clear(&self, unit: &str) -> Result<(), InstallError> {
+        let io = |p: &Path, e: std::io::Error| InstallError::Io(format!("cannot clear {}: {e}", p.display()));
+        for p in [self.status_path(unit), self.pid_path(unit)] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&p, e)),
+                _ => {}
+            }
+        }
+        let log = self.log_path(unit);
+        if log.exists() {
+            std::fs::rename(&log, self.dir.join(format!("{unit}.log.1"))).map_err(|e| io(&log, e))?;
+        }
+        Ok(())
     }
 
     /// The systemd-run argv for a spec (a function of its own so tests can check it).
@@ -181,13 +318,64 @@ impl Transient {
         };
         match self.read_status(&spec.unit) {
             Some(st) => Ok(st),
-            // No record: systemd-run could not start the unit (or stopped it before the wrapper ran).
-            None => Err(InstallError::Start {
-                unit: spec.unit.clone(),
+            None => Err(self.no_status(spec, what, &out)),
+        }
+    }
+
+    /// Why a unit that systemd-run waited for left no readable status. The wrapper writes it in
+    /// the units dir, so a full or read-only state dir loses the result of an installer that
+    /// ran: that must be said, not blamed on systemd-run.
+    fn no_status(&self, spec: &UnitSpec, what: &str, out: &exec::Output) -> InstallError {
+        let unit = &spec.unit;
+        // The wrapper opens its log before anything else and exits 125 if it cannot; exit 0
+        // from `systemd-run --wait` is the unit's own success.
+        let ran = self.log_path(unit).exists() || self.pid_path(unit).exists() || out.success();
+        // `systemd-run --wait` exits with the unit's exit status.
+        let exit = match (out.code, out.stderr.trim()) {
+            (Some(c), "") => format!("exit status {c}"),
+            (Some(c), err) => format!("exit status {c}: {err}"),
+            (None, _) => "its end unknown: systemd-run was killed".to_string(),
+        };
+        let dir = self.dir.display().to_string();
+        match (ran, self.recording_problem(unit)) {
+            (true, cause) => InstallError::Unrecorded {
+                what: what.into(),
+                unit: unit.clone(),
+                exit,
+                dir,
+                cause: cause.unwrap_or_else(|| {
+                    "no status file was written, though the directory takes files now (disk full for a while, or the wrapper killed?)".into()
+                }),
+            },
+            (false, Some(cause)) => InstallError::Unlogged {
+                what: what.into(),
+                unit: unit.clone(),
+                dir,
+                cause,
+            },
+            // No trace of the wrapper, and nothing stopped it from leaving one: the unit did
+            // not start.
+            (false, None) => InstallError::Start {
+                unit: unit.clone(),
                 systemd_run: self.systemd_run.display().to_string(),
                 detail: format!("exit {:?}: {}", out.code, out.stderr.trim()),
-            }),
+            },
         }
+    }
+
+    /// Why the units dir cannot take the wrapper's status file (None: it can now).
+    fn recording_problem(&self, unit: &str) -> Option<String> {
+        let status = self.status_path(unit);
+        match std::fs::symlink_metadata(&status) {
+            Ok(m) if !m.is_file() => return Some(format!("{} is in the way: not a file", status.display())),
+            Ok(_) => return Some(format!("{} cannot be read as a status", status.display())),
+            Err(_) => {}
+        }
+        // The wrapper's own way of writing: a temporary file, fsync, rename.
+        let probe = self.dir.join(format!(".{unit}.probe"));
+        let res = write_atomic(&probe, b"probe\n");
+        let _ = std::fs::remove_file(&probe);
+        res.err().map(|e| format!("{} (disk full or read-only?)", e.source))
     }
 
     pub fn read_status(&self, unit: &str) -> Option<UnitStatus> {
@@ -204,48 +392,91 @@ impl Transient {
         }
     }
 
-    /// Is the unit still starting or running (before its wrapper wrote a pid file)?
-    async fn unit_active(&self, unit: &str) -> bool {
-        let args = ["show", "--property=ActiveState", "--value", unit];
-        match exec::run(&self.unit_systemctl(), &args, Duration::from_secs(15)).await {
-            Ok(o) if o.success() => matches!(o.stdout.trim(), "active" | "activating" | "deactivating" | "reloading"),
-            _ => false,
+    /// What systemd says of the unit. Its units are what `systemd-run` started; a stand-in
+    /// that knows none answers "not-found", as systemd does for a unit it never had.
+    async fn unit_state(&self, unit: &str) -> SystemdView {
+        let args = [
+            "show",
+            "--property=LoadState",
+            "--property=ActiveState",
+            "--property=Result",
+            "--property=ExecMainCode",
+            "--property=ExecMainStatus",
+            unit,
+        ];
+        let systemctl = self.unit_systemctl();
+        match exec::run(&systemctl, &args, Duration::from_secs(15)).await {
+            Ok(o) if o.success() => SystemdView::parse(&o.stdout),
+            Ok(o) => SystemdView::Unclear(format!(
+                "`{} show {unit}` failed (exit {:?}: {})",
+                systemctl.display(),
+                o.code,
+                o.stderr.trim()
+            )),
+            Err(e) => SystemdView::Unclear(format!("`{} show {unit}`: {e}", systemctl.display())),
         }
     }
 
-    /// After a crash: did the unit finish, is it still running, or is its fate unknown?
+    /// A live process of the unit: its wrapper (pid file), or any process carrying the unit on
+    /// its command line: a `systemd-run --unit=...` still on its way (the one a killed cellctl
+    /// started lives on), or a wrapper that has not written its pid file yet.
+    fn unit_process(&self, unit: &str) -> Option<i32> {
+        let pid = std::fs::read_to_string(self.pid_path(unit))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        // The pid must still be our wrapper, not a reused number.
+        if let Some(pid) = pid
+            && cmdline(pid).iter().any(|a| a == "run-logged")
+        {
+            return Some(pid);
+        }
+        let flag = format!("--unit={unit}");
+        let log = self.log_path(unit).display().to_string();
+        let starter = |a: &String| {
+            let name = Path::new(a).file_name().unwrap_or_default();
+            name.to_string_lossy().starts_with("systemd-run") || Some(name) == self.systemd_run.file_name()
+        };
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok().filter(|p| *p != me)?;
+            let args = cmdline(pid);
+            let has = |x: &str| args.iter().any(|a| a == x);
+            let ours = (has(&flag) && args.iter().any(starter)) || (has("run-logged") && has(&log));
+            ours.then_some(pid)
+        })
+    }
+
+    /// After a crash: did the unit finish, is it still running, did it never start, or is its
+    /// fate unknown? Every source is asked: the status file, the pid file and /proc, systemd,
+    /// the log file.
     pub async fn learn(&self, unit: &str) -> Learned {
         if let Some(st) = self.read_status(unit) {
             return Learned::Finished(st);
         }
-        let pid = std::fs::read_to_string(self.pid_path(unit))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            // The pid must still be our wrapper, not a reused number.
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("run-logged") {
-                return Learned::Running(pid);
-            }
+        if let Some(pid) = self.unit_process(unit) {
+            return Learned::Running(pid);
         }
-        // Started but no pid yet: systemd knows whether the unit is still on its way.
-        if self.unit_active(unit).await {
+        let systemd = self.unit_state(unit).await;
+        if systemd == SystemdView::Active {
             return Learned::Running(0);
         }
-        // The wrapper may have died between its last write and the checks above.
-        match self.read_status(unit) {
-            Some(st) => Learned::Finished(st),
-            None => Learned::Unknown,
+        // The wrapper may have ended between the first look and systemd's answer.
+        if let Some(st) = self.read_status(unit) {
+            return Learned::Finished(st);
         }
+        Traces {
+            pid_file: self.pid_path(unit).exists(),
+            log_file: self.log_path(unit).exists(),
+            systemd,
+        }
+        .judge()
     }
 
-    /// Wait for a unit found running after a crash.
-    pub async fn wait_for(&self, unit: &str, timeout: Duration, what: &str) -> Result<UnitStatus, InstallError> {
+    /// Wait for a unit found running after a crash, until `learn` says something else of it.
+    pub async fn wait_for(&self, unit: &str, timeout: Duration, what: &str) -> Result<Learned, InstallError> {
         let until = tokio::time::Instant::now() + timeout;
         loop {
             match self.learn(unit).await {
-                Learned::Finished(st) => return Ok(st),
-                Learned::Unknown => return Err(InstallError::Unknown { unit: unit.into() }),
                 Learned::Running(_) if tokio::time::Instant::now() >= until => {
                     return Err(InstallError::Hung {
                         what: what.into(),
@@ -254,6 +485,7 @@ impl Transient {
                     });
                 }
                 Learned::Running(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                other => return Ok(other),
             }
         }
     }
@@ -415,6 +647,183 @@ mod tests {
         let dd = a.iter().position(|x| x == "--").unwrap();
         assert_eq!(a[dd + 1], "/usr/bin/cellctl");
         assert_eq!(a.last().unwrap(), "/tmp/x.bin");
+    }
+
+    /// Write a script; return once it can be run. A process forked by another test thread
+    /// while the file was open for writing holds it open until it execs (ETXTBSY meanwhile).
+    fn script(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        for _ in 0..500 {
+            match std::process::Command::new(path).arg("--probe").output() {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(10)),
+                _ => return,
+            }
+        }
+    }
+
+    fn transient(dir: &Path, systemctl_says: &str) -> Transient {
+        // A systemctl beside the systemd-run is the one asked about our units.
+        script(
+            &dir.join("systemctl"),
+            &format!("#!/bin/sh\nprintf '{systemctl_says}'\n"),
+        );
+        Transient {
+            systemd_run: dir.join("systemd-run"),
+            self_exe: "/usr/bin/cellctl".into(),
+            dir: dir.join("units"),
+        }
+    }
+
+    const NOT_FOUND: &str = "LoadState=not-found\\nActiveState=inactive\\nExecMainCode=0\\n";
+
+    #[test]
+    fn systemd_show_is_read_as_systemd_means_it() {
+        assert_eq!(
+            SystemdView::parse("LoadState=loaded\nActiveState=activating\n"),
+            SystemdView::Active
+        );
+        assert_eq!(
+            SystemdView::parse("LoadState=not-found\nActiveState=inactive\nResult=success\n"),
+            SystemdView::NotFound
+        );
+        let ended = SystemdView::parse("LoadState=loaded\nActiveState=failed\nExecMainCode=1\nExecMainStatus=3\n");
+        assert!(
+            matches!(
+                ended,
+                SystemdView::Ended(UnitStatus {
+                    code: Some(3),
+                    signal: None,
+                    ..
+                })
+            ),
+            "{ended:?}"
+        );
+        let killed = SystemdView::parse("LoadState=loaded\nActiveState=failed\nExecMainCode=2\nExecMainStatus=9\n");
+        assert!(
+            matches!(
+                killed,
+                SystemdView::Ended(UnitStatus {
+                    code: None,
+                    signal: Some(9),
+                    ..
+                })
+            ),
+            "{killed:?}"
+        );
+        // Loaded but its process never ended (a start job still queued): not a result.
+        let queued = SystemdView::parse("LoadState=loaded\nActiveState=inactive\nExecMainCode=0\nExecMainStatus=0\n");
+        assert!(matches!(queued, SystemdView::Unclear(_)), "{queued:?}");
+        assert!(matches!(SystemdView::parse(""), SystemdView::Unclear(_)));
+    }
+
+    #[test]
+    fn only_a_unit_without_any_trace_never_started() {
+        let t = |pid_file, log_file, systemd| {
+            Traces {
+                pid_file,
+                log_file,
+                systemd,
+            }
+            .judge()
+        };
+        assert!(matches!(t(false, false, SystemdView::NotFound), Learned::NeverStarted));
+        for (pid, log) in [(true, false), (false, true), (true, true)] {
+            let l = t(pid, log, SystemdView::NotFound);
+            assert!(
+                matches!(&l, Learned::Unknown { why } if why.contains("no longer knows")),
+                "{l:?}"
+            );
+        }
+        // systemd could not be asked: a unit on its way cannot be ruled out.
+        let l = t(false, false, SystemdView::Unclear("systemctl: not found".into()));
+        assert!(
+            matches!(&l, Learned::Unknown { why } if why.contains("systemctl: not found")),
+            "{l:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn learn_asks_every_source() {
+        let d = tempfile::tempdir().unwrap();
+        let tr = transient(d.path(), NOT_FOUND);
+        let unit = "cellctl-install-learn";
+        assert!(matches!(tr.learn(unit).await, Learned::NeverStarted));
+        std::fs::create_dir_all(&tr.dir).unwrap();
+        std::fs::write(tr.log_path(unit), "Installing...\n").unwrap();
+        assert!(matches!(tr.learn(unit).await, Learned::Unknown { .. }));
+        // A process still carrying the unit (a systemd-run on its way) is the unit running.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; exit 0", "systemd-run", &format!("--unit={unit}")])
+            .spawn()
+            .unwrap();
+        let seen = tr.learn(unit).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            matches!(seen, Learned::Running(p) if p == i32::try_from(child.id()).unwrap()),
+            "{seen:?}"
+        );
+        std::fs::write(
+            tr.status_path(unit),
+            r#"{"code":0,"signal":null,"ended_at":"2025-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert!(matches!(tr.learn(unit).await, Learned::Finished(st) if st.success()));
+        // Systemd's word that the unit still runs, though no file or process shows it yet.
+        let t2 = transient(d.path(), "LoadState=loaded\\nActiveState=activating\\n");
+        assert!(matches!(t2.learn("cellctl-install-other").await, Learned::Running(0)));
+    }
+
+    #[test]
+    fn clear_leaves_no_earlier_attempt_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let tr = transient(d.path(), NOT_FOUND);
+        let unit = "cellctl-install-clear";
+        tr.clear(unit).unwrap();
+        std::fs::create_dir_all(&tr.dir).unwrap();
+        for p in [tr.log_path(unit), tr.status_path(unit), tr.pid_path(unit)] {
+            std::fs::write(p, "x").unwrap();
+        }
+        tr.clear(unit).unwrap();
+        let left: Vec<String> = std::fs::read_dir(&tr.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![format!("{unit}.log.1")]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_result_that_cannot_be_written_blames_the_state_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let tr = transient(d.path(), NOT_FOUND);
+        // A stand-in for systemd-run and the wrapper: the log and pid file written, the
+        // installer's success, and no status file (its write failed).
+        std::fs::create_dir_all(&tr.dir).unwrap();
+        let body = "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in --log|--pid-file) echo x > \"$2\";; esac; shift; done; exit 0\n";
+        script(&tr.systemd_run, body);
+        let spec = UnitSpec {
+            unit: "cellctl-install-full".into(),
+            description: "d".into(),
+            program: "/bin/true".into(),
+            args: vec![],
+            answers: vec![],
+            env: vec![],
+            timeout: Duration::from_secs(60),
+        };
+        // The status file's rename fails, as in a full or read-only directory.
+        std::fs::create_dir_all(tr.status_path(&spec.unit)).unwrap();
+        let e = tr.run(&spec, "the installer").await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, InstallError::Unrecorded { .. }) && e.is_state_dir(),
+            "{e:?}"
+        );
+        assert!(
+            msg.contains(&tr.dir.display().to_string()) && msg.contains("exit status 0"),
+            "{msg}"
+        );
+        assert!(!msg.contains("cannot start transient unit"), "{msg}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::config::{DrainSettings, Settings};
 use crate::engine::context::Ctx;
 use crate::engine::lifecycle::Procedure;
 use crate::engine::run::{Recorder, Run};
-use crate::engine::units::{self, UnitStep};
+use crate::engine::units::{self, Effect, NoWitness, Recovery, UnitStep, Witness};
 use crate::engine::{drain, health, preflight, signals};
 use crate::error::{Error, Precheck};
 use crate::model::outcome::{CommandName, Outcome};
@@ -347,6 +347,42 @@ fn version_problem(before: Option<&str>, after: Option<&str>, allow_downgrade: b
     }
 }
 
+/// What the installed version says of an installer that ended without a result: the install
+/// happened only if the version is now the package's (and was not before).
+fn fate_by_version(before: Option<&str>, package: Option<&str>, now: Option<&str>) -> Effect {
+    let same = |a: &str, b: &str| compare_versions(a, b) == Ordering::Equal;
+    let was = before.unwrap_or("not known");
+    match (now, package) {
+        (None, _) => Effect::Uncertain("the installed version cannot be read".into()),
+        (Some(n), Some(p)) if same(n, p) && !before.is_some_and(|b| same(b, p)) => Effect::Happened(format!(
+            "learned from the installed version: it is now {n}, the package's (it was {was})"
+        )),
+        (Some(n), _) if before.is_some_and(|b| same(b, n)) => Effect::Uncertain(format!(
+            "the installed version is still {n}: the installer may have stopped part-way or failed"
+        )),
+        (Some(n), Some(p)) => Effect::Uncertain(format!(
+            "the installed version is {n}: neither the version before ({was}) nor the package's ({p})"
+        )),
+        (Some(n), None) => Effect::Uncertain(format!(
+            "the installed version is {n} (it was {was}), and the package's version is not known"
+        )),
+    }
+}
+
+/// The installer's witness: the installed version, read when asked.
+struct InstalledVersion<'a> {
+    s: &'a Settings,
+    before: Option<String>,
+    package: Option<String>,
+}
+
+impl Witness for InstalledVersion<'_> {
+    async fn effect(&self) -> Effect {
+        let now = installed_version(self.s).await;
+        fate_by_version(self.before.as_deref(), self.package.as_deref(), now.as_deref())
+    }
+}
+
 async fn install_stage(
     ctx: &Ctx<'_>,
     run: &mut Run,
@@ -359,7 +395,16 @@ async fn install_stage(
     let unit = up(run).install_unit.clone();
     let spec = install_spec(s, &pkg, &unit, up(run).allow_downgrade)?;
     let keep = |run: &mut Run, tail| up_mut(run).installer_tail = Some(tail);
-    let (st, idx) = units::run_step(ctx, run, INSTALL, spec, tr, o.pkg.retry_install, keep).await?;
+    let witness = InstalledVersion {
+        s,
+        before: up(run).version_before.clone(),
+        package: pkg.version.clone(),
+    };
+    let rec = Recovery {
+        retry: o.pkg.retry_install,
+        witness: &witness,
+    };
+    let (res, idx) = units::run_step(ctx, run, INSTALL, spec, tr, &rec, keep).await?;
     let after = installed_version(s).await;
     up_mut(run).version_after.clone_from(&after);
     let before = up(run).version_before.clone();
@@ -377,7 +422,7 @@ async fn install_stage(
         before.as_deref().unwrap_or("?"),
         after.as_deref().unwrap_or("?")
     );
-    run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", st.describe())))?;
+    run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", res.describe())))?;
     run.stage_event(StageEvent::Installed)
 }
 
@@ -400,7 +445,11 @@ async fn db_stage(
         env: vec![],
         timeout: s.install.timeout,
     };
-    let (_, idx) = units::run_step(ctx, run, DB_UPGRADE, spec, tr, o.pkg.retry_install, |_, _| {}).await?;
+    let rec = Recovery {
+        retry: o.pkg.retry_install,
+        witness: &NoWitness("the database upgrade leaves no version that cellctl can read"),
+    };
+    let (_, idx) = units::run_step(ctx, run, DB_UPGRADE, spec, tr, &rec, |_, _| {}).await?;
     run.end(idx, StepStatus::Done, None)?;
     run.stage_event(StageEvent::DbUpgraded)
 }
@@ -422,5 +471,32 @@ mod tests {
         assert!(version_problem(Some("10.6"), Some("10.5"), true).is_none());
         assert!(version_problem(Some("10.5"), Some("10.6"), false).is_none());
         assert!(version_problem(None, Some("10.6"), false).is_none());
+    }
+
+    #[test]
+    fn a_lost_install_result_is_certain_only_at_the_package_version() {
+        let happened = |e: Effect| matches!(e, Effect::Happened(_));
+        assert!(happened(fate_by_version(
+            Some("10.5.1"),
+            Some("10.6.0"),
+            Some("10.6.0")
+        )));
+        // The version before could not be read: the package's version now still says it.
+        assert!(happened(fate_by_version(None, Some("10.6.0"), Some("10.6.0"))));
+        for (before, package, now) in [
+            (Some("10.5.1"), Some("10.6.0"), Some("10.5.1")),
+            (Some("10.5.1"), Some("10.6.0"), None),
+            (Some("10.5.1"), Some("10.6.0"), Some("10.5.9")),
+            (Some("10.5.1"), None, Some("10.6.0")),
+            // A reinstall of the same version shows nothing.
+            (Some("10.6.0"), Some("10.6.0"), Some("10.6.0")),
+        ] {
+            let e = fate_by_version(before, package, now);
+            assert!(!happened(e.clone()), "{before:?} {package:?} {now:?}: {e:?}");
+        }
+        let Effect::Uncertain(why) = fate_by_version(Some("10.5.1"), Some("10.6.0"), Some("10.5.1")) else {
+            unreachable!()
+        };
+        assert!(why.contains("still 10.5.1"), "{why}");
     }
 }

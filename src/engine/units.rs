@@ -1,6 +1,9 @@
 //! A step that runs in a transient systemd unit (the installer, the database upgrade), never
 //! in cellctl's own cgroup. Recorded before it starts; a rerun after a crash picks up the
-//! unit's result instead of starting it again.
+//! unit's result instead of starting it again. Without a result, what the unit left tells
+//! whether it never started (start it: no flag needed), and else the step's own witness (the
+//! installed version) whether it did its work; only what neither can tell needs
+//! `--retry-install`.
 
 use std::time::Duration;
 
@@ -8,6 +11,7 @@ use crate::adapters::install::{InstallError, Learned, Transient, UnitSpec, UnitS
 use crate::config::Settings;
 use crate::error::Error;
 use crate::model::step::{Step, StepStatus};
+use crate::model::time::Timestamp;
 
 use super::context::Ctx;
 use super::run::{Recorder, Run};
@@ -41,85 +45,211 @@ impl UnitStep {
     }
 }
 
-/// Run a unit (or pick up the one a previous process started) and wait for its result.
-/// The first signal stops the waiting, not the unit: a rerun learns its result.
-pub(crate) async fn unit_result(
-    ctx: &Ctx<'_>,
-    run: &mut Run,
-    us: UnitStep,
-    spec: UnitSpec,
-    tr: &Transient,
-    retry: bool,
-) -> Result<UnitStatus, Error> {
-    let pending = match run.rec.last(us.step).map(|s| s.status) {
-        Some(StepStatus::Started) => match tr.learn(&spec.unit).await {
-            Learned::Finished(st) => {
-                tracing::info!(unit = %spec.unit, "{} finished while cellctl was away: {}", us.what, st.describe());
-                return Ok(st);
-            }
-            Learned::Running(pid) => {
-                tracing::info!(unit = %spec.unit, pid, "{} is still running; waiting for it", us.what);
-                true
-            }
-            Learned::Unknown if retry => false,
-            Learned::Unknown => {
-                return Err(us.error(InstallError::Unknown {
-                    unit: spec.unit.clone(),
-                }));
-            }
-        },
-        Some(StepStatus::Failed) if !retry => {
-            return Err(Error::Conflict(format!(
-                "{} failed earlier in run {}; fix the cause, then rerun with --retry-install (or undo nothing: the cell is stopped)",
-                us.what, run.rec.run_id
-            )));
-        }
-        _ => false,
-    };
-    if !pending {
-        let idx = run.begin(us.step)?;
-        run.rec.steps[idx].detail = Some(format!("unit {}", spec.unit));
-        run.save()?;
-        tracing::info!(unit = %spec.unit, "running {} in a transient unit: {} {}", us.what, spec.program.display(), spec.args.join(" "));
+/// A unit step's result, and how it was had when not from the unit's own record.
+#[derive(Debug)]
+pub(crate) struct UnitResult {
+    pub status: UnitStatus,
+    /// Set when the unit ended without a result and the step's own effect told it: how.
+    pub learned: Option<String>,
+}
+
+impl UnitResult {
+    pub fn describe(&self) -> String {
+        self.learned.clone().unwrap_or_else(|| self.status.describe())
     }
-    let fut = async {
-        if pending {
-            tr.wait_for(&spec.unit, spec.timeout, us.what).await
-        } else {
-            tr.run(&spec, us.what).await
-        }
-    };
+}
+
+/// What the system shows of a step's effect, for a unit that ended without a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// It happened, certainly: how that is known.
+    Happened(String),
+    /// It cannot be told: what was seen.
+    Uncertain(String),
+}
+
+/// A step's own sign of what its unit did (an installer's: the installed version). Asked only
+/// when the unit's own record is lost, so running the unit again is never guessed.
+pub(crate) trait Witness {
+    async fn effect(&self) -> Effect;
+}
+
+/// A step that leaves no sign of its own to check.
+pub(crate) struct NoWitness(pub &'static str);
+
+impl Witness for NoWitness {
+    async fn effect(&self) -> Effect {
+        Effect::Uncertain(self.0.into())
+    }
+}
+
+/// What a rerun may do with a unit step recorded before.
+pub(crate) struct Recovery<'a, W> {
+    /// `--retry-install`: run the unit again after a failure or an unknown end.
+    pub retry: bool,
+    /// Asked when the unit ended without a result.
+    pub witness: &'a W,
+}
+
+/// Picking up a unit step recorded before: its result, or start the unit (reusing the step's
+/// record when the unit never started).
+enum Next {
+    Have(UnitResult),
+    Start { reuse: bool },
+}
+
+/// The first signal stops the waiting, not the unit: a rerun learns its result.
+async fn interruptible<T>(
+    ctx: &Ctx<'_>,
+    us: UnitStep,
+    unit: &str,
+    fut: impl Future<Output = Result<T, InstallError>>,
+) -> Result<T, Error> {
     let mut sig = ctx.sig.clone();
     tokio::select! {
         biased;
         s = sig.received() => Err(Error::Interrupted {
             signal: s,
             name: signals::name(s),
-            state: format!("{} runs on in unit {}: rerun `cellctl {}` to pick up its result", us.what, spec.unit, us.rerun),
+            state: format!("{} runs on in unit {unit}: rerun `cellctl {}` to pick up its result", us.what, us.rerun),
         }),
         r = fut => r.map_err(|e| us.error(e)),
     }
 }
 
-/// Run (or pick up) a unit step and judge its result: Ok with the step's index when the unit
-/// succeeded (the caller ends the step), else the step is recorded failed. `keep_tail` stores
-/// the unit's redacted output tail first, whatever the result.
-pub(crate) async fn run_step(
+/// What became of a unit step recorded before (as the journal says): learned from every trace
+/// the unit left, waiting for it if it runs on.
+async fn pick_up<W: Witness>(
+    ctx: &Ctx<'_>,
+    run: &Run,
+    us: UnitStep,
+    spec: &UnitSpec,
+    tr: &Transient,
+    rec: &Recovery<'_, W>,
+) -> Result<Next, Error> {
+    let unit = spec.unit.as_str();
+    match run.rec.last(us.step).map(|s| s.status) {
+        Some(StepStatus::Started) => {}
+        Some(StepStatus::Failed) if !rec.retry => {
+            return Err(Error::Conflict(format!(
+                "{} failed earlier in run {}; fix the cause, then rerun with --retry-install (or undo nothing: the cell is stopped)",
+                us.what, run.rec.run_id
+            )));
+        }
+        _ => return Ok(Next::Start { reuse: false }),
+    }
+    let learned = match tr.learn(unit).await {
+        Learned::Running(pid) => {
+            tracing::info!(unit, pid, "{} is still running; waiting for it", us.what);
+            interruptible(ctx, us, unit, tr.wait_for(unit, spec.timeout, us.what)).await?
+        }
+        other => other,
+    };
+    match learned {
+        Learned::Finished(st) => {
+            tracing::info!(unit, "{} finished while cellctl was away: {}", us.what, st.describe());
+            Ok(Next::Have(UnitResult {
+                status: st,
+                learned: None,
+            }))
+        }
+        Learned::NeverStarted => {
+            tracing::info!(
+                unit,
+                "{} never started (no trace of its unit): starting it now",
+                us.what
+            );
+            Ok(Next::Start { reuse: true })
+        }
+        Learned::Unknown { why } => lost(us, unit, why, rec).await,
+        Learned::Running(_) => Err(Error::Internal("a unit waited for is still running".into())),
+    }
+}
+
+/// A unit that ended without a result: the step's own effect may tell it; else only
+/// `--retry-install` runs it again.
+async fn lost<W: Witness>(us: UnitStep, unit: &str, why: String, rec: &Recovery<'_, W>) -> Result<Next, Error> {
+    match rec.witness.effect().await {
+        Effect::Happened(how) => {
+            tracing::info!(
+                unit,
+                "{} ended without a result ({why}), but it did its work: {how}",
+                us.what
+            );
+            Ok(Next::Have(UnitResult {
+                status: UnitStatus {
+                    code: Some(0),
+                    signal: None,
+                    ended_at: Timestamp::now(),
+                },
+                learned: Some(format!("no result recorded ({why}); {how}")),
+            }))
+        }
+        Effect::Uncertain(seen) if rec.retry => {
+            tracing::warn!(
+                unit,
+                "{} ended without a result ({why}; {seen}): running it again (--retry-install)",
+                us.what
+            );
+            Ok(Next::Start { reuse: false })
+        }
+        Effect::Uncertain(seen) => Err(us.error(InstallError::Unknown {
+            unit: unit.into(),
+            why: format!("{why}; {seen}"),
+        })),
+    }
+}
+
+/// Run a unit (or pick up the one a previous process started) and wait for its result.
+pub(crate) async fn unit_result<W: Witness>(
     ctx: &Ctx<'_>,
     run: &mut Run,
     us: UnitStep,
     spec: UnitSpec,
     tr: &Transient,
-    retry: bool,
+    rec: &Recovery<'_, W>,
+) -> Result<UnitResult, Error> {
+    let reuse = match pick_up(ctx, run, us, &spec, tr, rec).await? {
+        Next::Have(r) => return Ok(r),
+        Next::Start { reuse } => reuse,
+    };
+    // Before the step is recorded: files seen after a crash are then this attempt's.
+    tr.clear(&spec.unit).map_err(|e| us.error(e))?;
+    let idx = match run.last_idx(us.step) {
+        Some(idx) if reuse => idx,
+        _ => run.begin(us.step)?,
+    };
+    let step = &mut run.rec.steps[idx];
+    if reuse {
+        // The unit starts now: its time limit counts from here.
+        step.started_at = Timestamp::now();
+    }
+    step.detail = Some(format!("unit {}", spec.unit));
+    run.save()?;
+    tracing::info!(unit = %spec.unit, "running {} in a transient unit: {} {}", us.what, spec.program.display(), spec.args.join(" "));
+    let status = interruptible(ctx, us, &spec.unit, tr.run(&spec, us.what)).await?;
+    Ok(UnitResult { status, learned: None })
+}
+
+/// Run (or pick up) a unit step and judge its result: Ok with the step's index when the unit
+/// succeeded (the caller ends the step), else the step is recorded failed. `keep_tail` stores
+/// the unit's redacted output tail first, whatever the result.
+pub(crate) async fn run_step<W: Witness>(
+    ctx: &Ctx<'_>,
+    run: &mut Run,
+    us: UnitStep,
+    spec: UnitSpec,
+    tr: &Transient,
+    rec: &Recovery<'_, W>,
     keep_tail: fn(&mut Run, String),
-) -> Result<(UnitStatus, usize), Error> {
+) -> Result<(UnitResult, usize), Error> {
     let unit = spec.unit.clone();
     let limit = spec.timeout;
-    let st = unit_result(ctx, run, us, spec, tr, retry).await?;
+    let res = unit_result(ctx, run, us, spec, tr, rec).await?;
     let tail = ctx.tool.password.redact(&tr.tail(&unit));
     keep_tail(run, tail.clone());
-    let idx = judge(run, us, &unit, &st, limit, &tail)?;
-    Ok((st, idx))
+    let idx = judge(run, us, &unit, &res.status, limit, &tail)?;
+    Ok((res, idx))
 }
 
 /// Judge a unit's result: a unit killed by a signal after running for its whole limit was
