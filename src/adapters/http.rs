@@ -1,27 +1,39 @@
 //! The one way cellctl builds HTTP clients (API, health endpoint, webhook): rustls with the
-//! system trust store plus an optional CA file, both timeouts set, no redirects followed.
+//! system trust store plus an optional CA file, or a certificate pin instead; both timeouts set,
+//! no redirects followed.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::adapters::pin::{Pin, PinVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("CA file {path}: {detail}")]
     CaFile { path: String, detail: String },
+    #[error("TLS setup for the certificate pin: {0}")]
+    Pin(#[from] rustls::Error),
     #[error("{0}")]
     Build(String),
 }
 
-pub fn client(
-    connect_timeout: Duration,
-    timeout: Duration,
-    ca_file: Option<&Path>,
-) -> Result<reqwest::Client, ClientError> {
+/// How the server's certificate is trusted. A pin decides alone: the CA file is then not read,
+/// because the pin names the one certificate to accept, which no CA could widen or narrow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust<'a> {
+    pub ca_file: Option<&'a Path>,
+    pub pin: Option<&'a Pin>,
+}
+
+pub fn client(connect_timeout: Duration, timeout: Duration, trust: Trust<'_>) -> Result<reqwest::Client, ClientError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = ca_file {
+    if let Some(pin) = trust.pin {
+        b = b.tls_backend_preconfigured(pinned_config(pin)?);
+    } else if let Some(ca) = trust.ca_file {
         let bad = |detail: String| ClientError::CaFile {
             path: ca.display().to_string(),
             detail,
@@ -31,6 +43,18 @@ pub fn client(
         b = b.add_root_certificate(cert);
     }
     b.build().map_err(|e| ClientError::Build(error_chain(&e)))
+}
+
+/// rustls on aws-lc-rs (reqwest's own provider, so one crypto library in the binary), the safe
+/// protocol versions, and the pin as the only certificate check.
+fn pinned_config(pin: &Pin) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(PinVerifier::new(pin.clone(), provider.clone()));
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
 }
 
 /// A reqwest error with its causes: the top level alone ("error sending request") hides
