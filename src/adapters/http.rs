@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::pin::{Pin, PinVerifier};
+use crate::adapters::pin::{Mismatch, Pin, PinVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -58,8 +58,12 @@ fn pinned_config(pin: &Pin) -> Result<rustls::ClientConfig, ClientError> {
 }
 
 /// A reqwest error with its causes: the top level alone ("error sending request") hides
-/// whether it was DNS, a refused connection or an untrusted certificate.
+/// whether it was DNS, a refused connection or an untrusted certificate. A pin mismatch is said
+/// alone, in its own words: rustls shows a custom certificate error only in its Debug form.
 pub fn error_chain(e: &reqwest::Error) -> String {
+    if let Some(m) = pin_mismatch(e) {
+        return m.to_string();
+    }
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -68,4 +72,25 @@ pub fn error_chain(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+/// The pin's verdict inside a failed request. rustls' error travels inside io::Errors (one in
+/// another, as hyper-util and tokio-rustls wrap it), whose `source()` skips what they wrap, so each
+/// link is also opened.
+fn pin_mismatch(e: &reqwest::Error) -> Option<&Mismatch> {
+    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(l) = link {
+        let mut inner: &(dyn std::error::Error + 'static) = l;
+        while let Some(wrapped) = inner.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+            inner.downcast_ref::<rustls::Error>()
+            && let Some(m) = other.0.downcast_ref::<Mismatch>()
+        {
+            return Some(m);
+        }
+        link = l.source();
+    }
+    None
 }
