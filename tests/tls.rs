@@ -114,9 +114,9 @@ fn a_wrong_pin_fails_naming_the_presented_fingerprint() {
 fn a_malformed_pin_is_refused_before_anything_runs() {
     let c = Cell::new(&[]);
     let r = run(c.cellctl().args(["--json", "--api-cert-sha256", "AB:CD", "drain"]));
+    r.assert_code(3);
     let msg = error_message(&r);
     assert!(msg.contains("--api-cert-sha256") && msg.contains("64"), "{msg}");
-    assert_ne!(r.code, 0);
     assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
 }
 
