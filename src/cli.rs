@@ -142,12 +142,18 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) for the health URL, beside the system trust store
     #[arg(long, global = true, env = "CELLCTL_HEALTH_CA_FILE", value_name = "FILE")]
     pub health_ca_file: Option<PathBuf>,
+    /// Trust only the health URL's certificate with this SHA-256 thumbprint (hex, colons allowed), instead of a CA
+    #[arg(long, global = true, env = "CELLCTL_HEALTH_CERT_SHA256", value_name = "HEX")]
+    pub health_cert_sha256: Option<String>,
     /// The Cloud Director API of the group [default: https://<hostname>]
     #[arg(long, global = true, env = "CELLCTL_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
     /// CA certificate (PEM) for the API, beside the system trust store
     #[arg(long, global = true, env = "CELLCTL_API_CA_FILE", value_name = "FILE")]
     pub api_ca_file: Option<PathBuf>,
+    /// Trust only the API's certificate with this SHA-256 thumbprint (hex, colons allowed), instead of a CA
+    #[arg(long, global = true, env = "CELLCTL_API_CERT_SHA256", value_name = "HEX")]
+    pub api_cert_sha256: Option<String>,
     /// This cell's name in the API [default: the host name]
     #[arg(long, global = true, env = "CELLCTL_CELL_NAME", value_name = "NAME")]
     pub cell_name: Option<String>,

@@ -91,6 +91,10 @@ enum Cmd {
         /// Address of the HTTPS listener (certificate in DIR/sim/tls/, CA DIR/sim/tls/ca.pem)
         #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
         https: std::net::SocketAddr,
+        /// Present a self-signed certificate marked as a CA (as `openssl req -x509` makes) instead
+        /// of the one the cell's CA signed (DIR/sim/tls/self-signed.pem, made once)
+        #[arg(long)]
+        self_signed: bool,
     },
 }
 
@@ -338,7 +342,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        Cmd::Serve { dir, listen, https } => serve::serve(&dir, listen, https),
+        Cmd::Serve {
+            dir,
+            listen,
+            https,
+            self_signed,
+        } => serve::serve(&dir, listen, https, self_signed),
     }
 }
 

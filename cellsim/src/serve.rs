@@ -507,8 +507,12 @@ struct ServeInfo {
     pid: u32,
     http: String,
     https: String,
-    /// Absolute path of the CA certificate (PEM) that signed the HTTPS listener's certificate.
+    /// Absolute path of the CA certificate (PEM) that signed the HTTPS listener's certificate
+    /// (with `--self-signed`: that certificate itself, which is what an operator would try).
     ca: String,
+    /// SHA-256 of the HTTPS listener's certificate (DER), colon-separated upper case: the value
+    /// a client pins.
+    cert_sha256: String,
 }
 
 pub fn serve_json_path(cell: &CellDir) -> PathBuf {
@@ -560,7 +564,7 @@ fn accept_loop(
 }
 
 /// `cellsim serve DIR`: runs until SIGTERM/SIGINT, or until DIR stops being a cell.
-pub fn serve(root: &Path, listen: SocketAddr, https: SocketAddr) -> Result<()> {
+pub fn serve(root: &Path, listen: SocketAddr, https: SocketAddr, self_signed: bool) -> Result<()> {
     for addr in [listen, https] {
         if !addr.ip().is_loopback() {
             return Err(Error::Msg(format!(
@@ -579,7 +583,14 @@ pub fn serve(root: &Path, listen: SocketAddr, https: SocketAddr) -> Result<()> {
     // Cells made before the HTTPS listener existed get their certificates now.
     let group = cell.with_state(|s, _| Ok(s.group.clone()))?;
     let ca = tls::ensure(&cell, group.as_deref(), false)?;
-    let config = tls::server_config(&cell)?;
+    let (ca, cert, key) = if self_signed {
+        let cert = tls::ensure_self_signed(&cell)?;
+        (cert.clone(), cert, cell.tls_dir().join("self-signed.key"))
+    } else {
+        (ca, cell.tls_dir().join("server.pem"), cell.tls_dir().join("server.key"))
+    };
+    let config = tls::server_config(&cert, &key)?;
+    let cert_sha256 = tls::thumbprint(&cert)?;
 
     // Blocked in every thread (threads inherit the mask), taken by the signal thread only.
     let mut signals = SigSet::empty();
@@ -599,6 +610,7 @@ pub fn serve(root: &Path, listen: SocketAddr, https: SocketAddr) -> Result<()> {
         http: http_url.clone(),
         https: https_url.clone(),
         ca: ca.display().to_string(),
+        cert_sha256: cert_sha256.clone(),
     };
     let text = serde_json::to_string(&info).expect("serve info serializes") + "\n";
     write_atomic(&serve_json_path(&cell), text.as_bytes(), 0o644)?;
@@ -610,7 +622,7 @@ pub fn serve(root: &Path, listen: SocketAddr, https: SocketAddr) -> Result<()> {
     );
     let _ = writeln!(
         stdout,
-        "REST API at {https_url}/api/versions (CA certificate {})",
+        "REST API at {https_url}/api/versions (CA certificate {}, certificate SHA-256 {cert_sha256})",
         ca.display()
     );
     let _ = stdout.flush();

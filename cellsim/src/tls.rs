@@ -5,6 +5,10 @@
 //! server certificate, then the CA's), `DIR/sim/tls/server.key` (mode 0600). The CA key is
 //! `ca.key` (0600) beside the CA's own `ca.pem`: in `DIR/sim/tls/` for a group of one, in
 //! `GROUPDIR/tls/` for a group (then `DIR/sim/tls/ca.pem` is a copy of `GROUPDIR/tls/ca.pem`).
+//!
+//! `serve --self-signed` presents instead the kind of certificate a cell gets from `openssl req
+//! -x509`: self-signed and marked as a CA (basicConstraints CA:TRUE), `DIR/sim/tls/self-signed.pem`
+//! and `.key` (0600), made once per cell.
 
 use crate::store::{CellDir, Error, Result, hex, io_err, lock_file, write_atomic};
 use rcgen::{
@@ -127,23 +131,65 @@ pub fn ensure(cell: &CellDir, group: Option<&Path>, renew: bool) -> Result<PathB
     Ok(ca_path)
 }
 
+/// A self-signed certificate marked as a CA, like `openssl req -x509` makes (its default
+/// extensions say CA:TRUE), but with the loopback names, so that the CA mark is the only thing a
+/// client could hold against it. Made unless it exists; returns the certificate's path.
+pub fn ensure_self_signed(cell: &CellDir) -> Result<PathBuf> {
+    let own = cell.tls_dir();
+    mkdir_private(&own)?;
+    let _lock = lock_file(&cell.sim().join("tls.lock"))?;
+    let (cert_path, key_path) = (own.join("self-signed.pem"), own.join("self-signed.key"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok(cert_path);
+    }
+    let names: Vec<String> = SERVER_NAMES.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names).map_err(tls_err("self-signed certificate names"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "cellsim self-signed");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    validity(&mut params);
+    let key = KeyPair::generate().map_err(tls_err("generating the self-signed key"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(tls_err("making the self-signed certificate"))?;
+    write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(cert_path)
+}
+
+/// The SHA-256 thumbprint of the first certificate in a PEM file, colon-separated upper case (as
+/// vCenter shows it and `openssl x509 -noout -fingerprint -sha256` prints it).
+pub fn thumbprint(cert_path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let first = CertificateDer::pem_file_iter(cert_path)
+        .ok()
+        .and_then(|mut certs| certs.next())
+        .and_then(std::result::Result::ok)
+        .ok_or_else(|| Error::Msg(format!("{}: no certificate", cert_path.display())))?;
+    let digest = sha2::Sha256::digest(first.as_ref());
+    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+}
+
 /// The provider every TLS use in cellsim goes through.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The listener's configuration from `DIR/sim/tls/server.{pem,key}`.
-pub fn server_config(cell: &CellDir) -> Result<Arc<ServerConfig>> {
-    let (cert_path, key_path) = (cell.tls_dir().join("server.pem"), cell.tls_dir().join("server.key"));
+/// The listener's configuration from a certificate chain (PEM, the server's first) and its key:
+/// `DIR/sim/tls/server.{pem,key}`, or `self-signed.{pem,key}`.
+pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>> {
     let pem_err = |path: &Path| {
         let path = path.to_path_buf();
         move |e: rustls::pki_types::pem::Error| Error::Msg(format!("{}: {e}", path.display()))
     };
-    let chain = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(pem_err(&cert_path))?
+    let chain = CertificateDer::pem_file_iter(cert_path)
+        .map_err(pem_err(cert_path))?
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(pem_err(&cert_path))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(pem_err(&key_path))?;
+        .map_err(pem_err(cert_path))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(pem_err(key_path))?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
@@ -197,6 +243,32 @@ mod tests {
         let before = fs::read(cell.tls_dir().join("server.pem")).unwrap();
         ensure(&cell, None, false).unwrap();
         assert_eq!(before, fs::read(cell.tls_dir().join("server.pem")).unwrap());
-        server_config(&cell).unwrap();
+        server_config(&cell.tls_dir().join("server.pem"), &cell.tls_dir().join("server.key")).unwrap();
+    }
+
+    #[test]
+    fn the_self_signed_certificate_is_a_ca_that_webpki_refuses_as_the_server() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cell = CellDir::new(tmp.path());
+        fs::create_dir_all(cell.sim()).unwrap();
+        let pem = ensure_self_signed(&cell).unwrap();
+        let cert = CertificateDer::pem_file_iter(&pem).unwrap().next().unwrap().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let e = verifier
+            .verify_server_cert(&cert, &[], &name, &[], rustls::pki_types::UnixTime::now())
+            .unwrap_err();
+        // webpki's error travels as rustls' OtherError, which compares unequal to everything.
+        assert!(e.to_string().contains("CaUsedAsEndEntity"), "{e}");
+        let t = thumbprint(&pem).unwrap();
+        assert_eq!((t.len(), t.matches(':').count()), (95, 31), "{t}");
+        // Made once: the thumbprint a client pinned stays valid across serves.
+        ensure_self_signed(&cell).unwrap();
+        assert_eq!(thumbprint(&pem).unwrap(), t);
+        server_config(&pem, &cell.tls_dir().join("self-signed.key")).unwrap();
     }
 }

@@ -18,6 +18,8 @@ pub struct ApiSettings {
     /// Base URL, e.g. https://vcd.example.com (the cell itself serves the group's API).
     pub url: String,
     pub ca_file: Option<PathBuf>,
+    /// Trust exactly the certificate with this thumbprint (instead of the CA file).
+    pub pin: Option<crate::adapters::pin::Pin>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// This cell's name in the API (default: the host name).
@@ -195,8 +197,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(s: &ApiSettings, user: &str, password: Secret) -> Result<Api, ApiError> {
-        let client = crate::adapters::http::client(s.connect_timeout, s.timeout, s.ca_file.as_deref())
-            .map_err(ApiError::Setup)?;
+        let trust = crate::adapters::http::Trust {
+            ca_file: s.ca_file.as_deref(),
+            pin: s.pin.as_ref(),
+        };
+        let client = crate::adapters::http::client(s.connect_timeout, s.timeout, trust).map_err(ApiError::Setup)?;
         Ok(Api {
             s: s.clone(),
             client,

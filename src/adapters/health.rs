@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Health {
     pub url: String,
     pub ca_file: Option<PathBuf>,
+    /// Trust exactly the certificate with this thumbprint (instead of the CA file).
+    pub pin: Option<crate::adapters::pin::Pin>,
     pub request_timeout: Duration,
     pub interval: Duration,
 }
@@ -29,8 +31,11 @@ pub const UP_BODY: &str = "Service is up.";
 
 impl Health {
     pub fn client(&self) -> Result<reqwest::Client, HealthError> {
-        crate::adapters::http::client(self.request_timeout, self.request_timeout, self.ca_file.as_deref())
-            .map_err(HealthError::Setup)
+        let trust = crate::adapters::http::Trust {
+            ca_file: self.ca_file.as_deref(),
+            pin: self.pin.as_ref(),
+        };
+        crate::adapters::http::client(self.request_timeout, self.request_timeout, trust).map_err(HealthError::Setup)
     }
 
     /// One probe: Ok(()) if healthy, else what the endpoint said.
@@ -70,6 +75,7 @@ mod tests {
         let h = Health {
             url: format!("http://127.0.0.1:{port}/cloud/server_status"),
             ca_file: None,
+            pin: None,
             request_timeout: Duration::from_secs(5),
             interval: Duration::from_millis(10),
         };

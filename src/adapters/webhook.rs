@@ -31,6 +31,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(15);
 pub struct Webhook {
     pub urls: Vec<String>,
     pub ca_file: Option<PathBuf>,
+    /// Trust exactly the certificate with this thumbprint (instead of the CA file).
+    pub pin: Option<crate::adapters::pin::Pin>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// Total time a run may spend reporting: never holds a cell in maintenance for longer.
@@ -196,8 +198,11 @@ impl Webhook {
     }
 
     pub fn client(&self) -> Result<reqwest::Client, DeliverError> {
-        crate::adapters::http::client(self.connect_timeout, self.timeout, self.ca_file.as_deref())
-            .map_err(DeliverError::Setup)
+        let trust = crate::adapters::http::Trust {
+            ca_file: self.ca_file.as_deref(),
+            pin: self.pin.as_ref(),
+        };
+        crate::adapters::http::client(self.connect_timeout, self.timeout, trust).map_err(DeliverError::Setup)
     }
 
     /// Entries for one document, one per URL.
@@ -337,6 +342,7 @@ mod tests {
         let w = Webhook {
             urls: vec!["http://127.0.0.1:9/a".into()],
             ca_file: None,
+            pin: None,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             budget: Duration::from_secs(1),

@@ -33,6 +33,12 @@ pub enum ConfigError {
         why: &'static str,
         fix: String,
     },
+    #[error("{setting}: {value:?} is not a SHA-256 thumbprint: {source}")]
+    Thumbprint {
+        setting: &'static str,
+        value: String,
+        source: crate::adapters::pin::ThumbprintError,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -67,6 +73,8 @@ pub struct FileConfig {
 pub struct ApiFile {
     pub url: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 thumbprint of the one certificate to trust (replaces ca_file).
+    pub cert_sha256: Option<String>,
     pub connect_timeout: Option<String>,
     pub timeout: Option<String>,
     pub cell_name: Option<String>,
@@ -86,6 +94,8 @@ pub struct ReportFile {
     /// Webhook receivers: each gets every report (and step events with `events`).
     pub urls: Option<Vec<String>>,
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 thumbprint of the one certificate to trust (replaces ca_file).
+    pub cert_sha256: Option<String>,
     /// HMAC-SHA256 signing secret (mode 0600); else $CREDENTIALS_DIRECTORY/report-secret.
     pub secret_file: Option<PathBuf>,
     pub connect_timeout: Option<String>,
@@ -115,6 +125,8 @@ pub struct InstallFile {
 pub struct HealthFile {
     pub url: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 thumbprint of the one certificate to trust (replaces ca_file).
+    pub cert_sha256: Option<String>,
     pub deadline: Option<String>,
     pub interval: Option<String>,
     pub request_timeout: Option<String>,
@@ -310,6 +322,31 @@ const REPORT_URL: UrlSetting = UrlSetting {
     name: "report URL (--report-url, CELLCTL_REPORT_URL, [report] urls)",
     why: "the reports describe the cell and its failures to anyone on the way",
 };
+
+/// Where a certificate pin comes from: named in a bad value's error and in a mismatch's.
+const API_PIN: &str = "the API certificate pin (--api-cert-sha256, CELLCTL_API_CERT_SHA256, [api] cert_sha256)";
+const HEALTH_PIN: &str =
+    "the health certificate pin (--health-cert-sha256, CELLCTL_HEALTH_CERT_SHA256, [health] cert_sha256)";
+const REPORT_PIN: &str = "the report certificate pin ([report] cert_sha256)";
+
+/// The pin from the flag (or its variable), else the config file's; parsed here so a typo stops
+/// the run before anything is changed, with the setting named.
+fn pin(
+    setting: &'static str,
+    flag: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<crate::adapters::pin::Pin>, ConfigError> {
+    flag.or(file)
+        .map(|v| {
+            v.parse().map_err(|source| ConfigError::Thumbprint {
+                setting,
+                value: v.to_string(),
+                source,
+            })
+        })
+        .transpose()
+        .map(|t| t.map(|thumbprint| crate::adapters::pin::Pin { thumbprint, setting }))
+}
 
 /// https only; plain http only with the explicit opt-in (then collected, to be warned about).
 fn check_https(
@@ -514,6 +551,11 @@ fn health_settings(
             .or(f.health.url.clone())
             .unwrap_or_else(default_health_url),
         ca_file: g.health_ca_file.clone().or(f.health.ca_file.clone()),
+        pin: pin(
+            HEALTH_PIN,
+            g.health_cert_sha256.as_deref(),
+            f.health.cert_sha256.as_deref(),
+        )?,
         request_timeout: dur(path, "health.request_timeout", f.health.request_timeout.as_deref())?
             .unwrap_or(Duration::from_secs(10)),
         interval: dur(path, "health.interval", f.health.interval.as_deref())?.unwrap_or(Duration::from_secs(5)),
@@ -532,6 +574,7 @@ fn webhook_settings(
             g.report_url.clone()
         },
         ca_file: f.report.ca_file.clone(),
+        pin: pin(REPORT_PIN, None, f.report.cert_sha256.as_deref())?,
         connect_timeout: dur(path, "report.connect_timeout", f.report.connect_timeout.as_deref())?
             .unwrap_or(Duration::from_secs(5)),
         timeout: dur(path, "report.timeout", f.report.timeout.as_deref())?.unwrap_or(Duration::from_secs(10)),
@@ -554,6 +597,7 @@ fn api_settings(
             .or(f.api.url.clone())
             .unwrap_or_else(|| format!("https://{}", crate::adapters::host::hostname())),
         ca_file: g.api_ca_file.clone().or(f.api.ca_file.clone()),
+        pin: pin(API_PIN, g.api_cert_sha256.as_deref(), f.api.cert_sha256.as_deref())?,
         connect_timeout: dur(path, "api.connect_timeout", f.api.connect_timeout.as_deref())?
             .unwrap_or(Duration::from_secs(10)),
         timeout: dur(path, "api.timeout", f.api.timeout.as_deref())?.unwrap_or(Duration::from_secs(30)),
@@ -772,6 +816,40 @@ mod tests {
         check_https(&HEALTH_URL, "http://h2/cloud/server_status", true, &mut plain).unwrap();
         assert_eq!(plain, vec![HEALTH_URL.name], "named once");
         assert!(check_https(&REPORT_URL, "ftp://x", true, &mut plain).is_err());
+    }
+
+    #[test]
+    fn pins_come_from_flag_else_file_and_a_bad_one_names_its_setting() {
+        let hex = "ab".repeat(32);
+        let (_d, p) = config_with(
+            &format!(
+                "[api]\ncert_sha256 = \"{}\"\n[report]\ncert_sha256 = \"{hex}\"\n",
+                "CD:".repeat(31) + "CD"
+            ),
+            0o600,
+        );
+        let g = GlobalArgs {
+            config: Some(p.clone()),
+            health_cert_sha256: Some(hex.to_uppercase()),
+            ..Default::default()
+        };
+        let (s, _, _) = resolve(&g).unwrap();
+        let api = s.api.pin.unwrap();
+        assert_eq!(api.thumbprint, "cd".repeat(32).parse().unwrap());
+        assert_eq!(api.setting, API_PIN);
+        assert_eq!(s.health.pin.unwrap().thumbprint, hex.parse().unwrap());
+        assert_eq!(s.webhook.pin.unwrap().setting, REPORT_PIN);
+        // The flag wins over the file; a bad value stops the run, naming where it came from.
+        let g = GlobalArgs {
+            config: Some(p),
+            api_cert_sha256: Some("AB:CD".into()),
+            ..Default::default()
+        };
+        let e = resolve(&g).unwrap_err().to_string();
+        assert!(
+            e.contains("--api-cert-sha256") && e.contains("\"AB:CD\"") && e.contains("64"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub(crate) async fn redundancy_guard(s: &Settings, allow_last_cell: bool, tool: 
             match r {
                 Ok(cells) => guard_verdict(&cells, &s.api.cell_name, s.api.min_active_peers),
                 Err(e) => Err(GuardRefusal(format!(
-                    "cannot list the cells ({e}); the guard fails closed: fix [api] url/ca_file, or pass --skip-redundancy-guard"
+                    "cannot list the cells ({e}); the guard fails closed: fix [api] url/ca_file/cert_sha256, or pass --skip-redundancy-guard"
                 ))),
             }
         }

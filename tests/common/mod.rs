@@ -303,6 +303,8 @@ pub struct Served {
     /// The TLS listener (REST API) and the CA that signs its certificate.
     pub https: String,
     pub ca: PathBuf,
+    /// SHA-256 of the HTTPS listener's certificate, colon-separated upper case (as vCenter shows it).
+    pub cert_sha256: String,
 }
 
 impl Served {
@@ -321,11 +323,22 @@ impl Drop for Served {
 
 impl Cell {
     pub fn serve(&self) -> Served {
+        self.serve_with(&[])
+    }
+
+    /// Serving a self-signed certificate marked as a CA (as `openssl req -x509` makes): `ca` is
+    /// that certificate itself.
+    pub fn serve_self_signed(&self) -> Served {
+        self.serve_with(&["--self-signed"])
+    }
+
+    fn serve_with(&self, extra: &[&str]) -> Served {
         let _ = std::fs::remove_file(self.dir.join("sim/serve.json"));
         let child = Command::new(cellsim_bin())
             .arg("serve")
             .arg(&self.dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -344,6 +357,7 @@ impl Cell {
             url: s("http"),
             https: s("https"),
             ca: PathBuf::from(s("ca")),
+            cert_sha256: s("cert_sha256"),
         }
     }
 
