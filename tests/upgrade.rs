@@ -283,7 +283,9 @@ fn upgrade_with_systemd_run(c: &Cell, served: &Served, name: &str, script: &str)
         .arg("--version-command")
         .arg(c.dir.join("bin/vcd-version"))
         .arg("--health-url")
-        .arg(format!("{}/cloud/server_status", served.url));
+        .arg(served.health_url())
+        .arg("--health-ca-file")
+        .arg(&served.ca);
     cmd
 }
 

@@ -45,12 +45,10 @@ pub(crate) struct Upgrade<'a>(pub &'a UpgradeOptions);
 const INSTALL: UnitStep = UnitStep {
     step: Step::Install,
     what: "the installer",
-    rerun: "upgrade",
 };
 const DB_UPGRADE: UnitStep = UnitStep {
     step: Step::DbUpgrade,
     what: "the database upgrade",
-    rerun: "upgrade",
 };
 
 /// Read the installed version with the configured command (None if it cannot be told).
@@ -224,7 +222,7 @@ impl Procedure for Upgrade<'_> {
             version_before,
             version_after: None,
             install_unit: format!("cellctl-install-{run_id}"),
-            db_unit: format!("cellctl-dbupgrade-{run_id}"),
+            db_unit: o.db_upgrade.then(|| format!("cellctl-dbupgrade-{run_id}")),
             installer_tail: None,
         });
         Ok(Some(rec))
@@ -433,7 +431,10 @@ async fn db_stage(
     tr: &crate::adapters::install::Transient,
 ) -> Result<(), Error> {
     let s = ctx.s;
-    let unit = up(run).db_unit.clone();
+    let unit = up(run)
+        .db_unit
+        .clone()
+        .ok_or_else(|| Error::Internal("a database upgrade stage without its unit name".into()))?;
     let spec = UnitSpec {
         unit: unit.clone(),
         description: "cellctl database upgrade".into(),

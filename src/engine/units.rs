@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::adapters::install::{InstallError, Learned, Transient, UnitSpec, UnitStatus};
 use crate::config::Settings;
 use crate::error::Error;
+use crate::model::outcome::CommandName;
 use crate::model::step::{Step, StepStatus};
 use crate::model::time::Timestamp;
 
@@ -31,8 +32,6 @@ pub(crate) fn transient(s: &Settings) -> Transient {
 pub(crate) struct UnitStep {
     pub step: Step,
     pub what: &'static str,
-    /// The command a rerun uses to continue.
-    pub rerun: &'static str,
 }
 
 impl UnitStep {
@@ -101,7 +100,7 @@ enum Next {
 /// The first signal stops the waiting, not the unit: a rerun learns its result.
 async fn interruptible<T>(
     ctx: &Ctx<'_>,
-    us: UnitStep,
+    (us, command): (UnitStep, CommandName),
     unit: &str,
     fut: impl Future<Output = Result<T, InstallError>>,
 ) -> Result<T, Error> {
@@ -111,7 +110,7 @@ async fn interruptible<T>(
         s = sig.received() => Err(Error::Interrupted {
             signal: s,
             name: signals::name(s),
-            state: format!("{} runs on in unit {unit}: rerun `cellctl {}` to pick up its result", us.what, us.rerun),
+            state: format!("{} runs on in unit {unit}: rerun `cellctl {command}` to pick up its result", us.what),
         }),
         r = fut => r.map_err(|e| us.error(e)),
     }
@@ -141,7 +140,13 @@ async fn pick_up<W: Witness>(
     let learned = match tr.learn(unit).await {
         Learned::Running(pid) => {
             tracing::info!(unit, pid, "{} is still running; waiting for it", us.what);
-            interruptible(ctx, us, unit, tr.wait_for(unit, spec.timeout, us.what)).await?
+            interruptible(
+                ctx,
+                (us, run.rec.command),
+                unit,
+                tr.wait_for(unit, spec.timeout, us.what),
+            )
+            .await?
         }
         other => other,
     };
@@ -227,7 +232,7 @@ pub(crate) async fn unit_result<W: Witness>(
     step.detail = Some(format!("unit {}", spec.unit));
     run.save()?;
     tracing::info!(unit = %spec.unit, "running {} in a transient unit: {} {}", us.what, spec.program.display(), spec.args.join(" "));
-    let status = interruptible(ctx, us, &spec.unit, tr.run(&spec, us.what)).await?;
+    let status = interruptible(ctx, (us, run.rec.command), &spec.unit, tr.run(&spec, us.what)).await?;
     Ok(UnitResult { status, learned: None })
 }
 

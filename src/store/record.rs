@@ -73,7 +73,9 @@ pub struct UpgradeRecord {
     pub version_after: Option<String>,
     /// The transient unit of the install (and of the database upgrade).
     pub install_unit: String,
-    pub db_unit: String,
+    /// Only when the run upgrades the database (`--db-upgrade`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_unit: Option<String>,
     #[serde(default)]
     pub installer_tail: Option<String>,
 }
