@@ -39,6 +39,14 @@ pub struct Output {
 }
 
 impl Output {
+    /// How the process ended, in words ("exit status 1", "killed by a signal").
+    pub fn describe_exit(&self) -> String {
+        match self.code {
+            Some(c) => format!("exit status {c}"),
+            None => "killed by a signal".to_string(),
+        }
+    }
+
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }

@@ -358,7 +358,7 @@ impl Transient {
             (false, None) => InstallError::Start {
                 unit: unit.clone(),
                 systemd_run: self.systemd_run.display().to_string(),
-                detail: format!("exit {:?}: {}", out.code, out.stderr.trim()),
+                detail: format!("{}: {}", out.describe_exit(), out.stderr.trim()),
             },
         }
     }
@@ -408,9 +408,9 @@ impl Transient {
         match exec::run(&systemctl, &args, Duration::from_secs(15)).await {
             Ok(o) if o.success() => SystemdView::parse(&o.stdout),
             Ok(o) => SystemdView::Unclear(format!(
-                "`{} show {unit}` failed (exit {:?}: {})",
+                "`{} show {unit}` failed ({}: {})",
                 systemctl.display(),
-                o.code,
+                o.describe_exit(),
                 o.stderr.trim()
             )),
             Err(e) => SystemdView::Unclear(format!("`{} show {unit}`: {e}", systemctl.display())),

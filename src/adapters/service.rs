@@ -59,9 +59,9 @@ impl Service {
         parse_is_active(&o.stdout).ok_or_else(|| ServiceError::NoAnswer {
             cmd: self.cmd("is-active"),
             detail: format!(
-                "unexpected answer {:?} (exit {:?}) {}",
+                "unexpected answer {:?} ({}) {}",
                 o.stdout.trim(),
-                o.code,
+                o.describe_exit(),
                 o.stderr.trim()
             ),
         })
@@ -85,7 +85,7 @@ impl Service {
         } else {
             Err(ServiceError::Failed {
                 cmd: self.cmd(verb),
-                detail: format!("exit {:?}: {}", o.code, o.stderr.trim()),
+                detail: format!("{}: {}", o.describe_exit(), o.stderr.trim()),
             })
         }
     }
