@@ -26,6 +26,8 @@ const MAX_POLL_FAILURES: u32 = 3;
 /// start each time) is asked twice a minute; without that signal, every 10 seconds.
 const TOOL_POLL_WITH_SIGNALS: Duration = Duration::from_secs(30);
 const TOOL_POLL_ALONE: Duration = Duration::from_secs(10);
+/// The least time between the end of one ordinary poll and the start of the next.
+const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// What the wait learns across its calls within one process.
 #[derive(Debug)]
@@ -53,9 +55,11 @@ impl Default for Waiter {
     }
 }
 
-/// When to ask the tool next. The confirming poll (or, as Is Active lags the count, the one
-/// after a zero count) is spaced from the start of the last call, so a tool that takes seconds
-/// to start (a JVM) has spaced the two sightings already and is asked again at once.
+/// When to ask the tool next, counted from the start of the last call: a tool that takes
+/// seconds to start (a JVM) then polls at the period asked, as a runbook's `sleep` loop would
+/// not (it sleeps after each slow call). The confirming poll (or, as Is Active lags the count,
+/// the one after a zero count) is spaced `confirm_interval` from that start, so after a slow
+/// call it follows at once.
 pub(crate) fn next_tool_poll(
     d: &DrainSettings,
     confirming: bool,
@@ -67,12 +71,14 @@ pub(crate) fn next_tool_poll(
     let next = if confirming {
         call_started + d.confirm_interval
     } else {
-        polled_at
-            + d.poll_interval.unwrap_or(if api_ok {
-                TOOL_POLL_WITH_SIGNALS
-            } else {
-                TOOL_POLL_ALONE
-            })
+        let period = d.poll_interval.unwrap_or(if api_ok {
+            TOOL_POLL_WITH_SIGNALS
+        } else {
+            TOOL_POLL_ALONE
+        });
+        // A call slower than the period is not followed back to back: a struggling cell
+        // gets a breath between two JVM starts.
+        (call_started + period).max(polled_at + MIN_GAP)
     };
     next.min(polled_at + left)
 }
@@ -417,6 +423,22 @@ mod tests {
         let s = summarise_tasks(&many);
         assert!(s.starts_with("10 task(s)") && s.ends_with("and 7 more"), "{s}");
         assert!(!summarise_tasks(&many[..2]).contains("more"));
+    }
+
+    #[test]
+    fn the_poll_period_counts_from_the_start_of_each_call() {
+        let d = settings(None);
+        let started = Instant::now();
+        let answered = started + Duration::from_secs(3);
+        let left = Duration::from_secs(600);
+        // Without the API: every 10 s from the start of the last call, not 10 s after a 3 s call.
+        assert_eq!(
+            next_tool_poll(&d, false, false, started, answered, left),
+            started + TOOL_POLL_ALONE
+        );
+        // A call slower than the period still leaves a gap before the next.
+        let slow = started + Duration::from_secs(12);
+        assert_eq!(next_tool_poll(&d, false, false, started, slow, left), slow + MIN_GAP);
     }
 
     #[test]
