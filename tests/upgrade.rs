@@ -479,3 +479,47 @@ fn upgrade_aborted_at_drain_deadline_leaves_the_cell_as_found() {
     assert_eq!(c.show()["version"], OLD);
     assert!(c.current().is_none());
 }
+
+/// Issue 15, item 2: a continued run checks that the service is still stopped before it
+/// installs: a cell started while cellctl was away is never installed under.
+#[test]
+fn a_continued_upgrade_installs_only_on_a_stopped_service() {
+    let c = cell(&[]);
+    let served = c.serve();
+    let pkg = c.package(NEW, "ok", &[]);
+    let killer = "#!/bin/sh\nkill -9 $PPID\nexit 1\n";
+    let r = run(upgrade_with_systemd_run(&c, &served, "systemd-run-killer", killer)
+        .args(["upgrade", "--poll-interval", "100ms"])
+        .arg(&pkg));
+    r.assert_code(137);
+    assert_eq!(c.show()["service"], "stopped");
+    // Someone starts the cell while cellctl is away.
+    assert!(
+        std::process::Command::new(c.dir.join("bin/systemctl"))
+            .args(["start", "vmware-vcd"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
+    r.assert_code(12);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("recorded it stopped") && msg.contains("nothing was installed"),
+        "{msg}"
+    );
+    assert_eq!(installer_runs(&c), 0);
+    assert!(c.current().is_some(), "the run stays recorded");
+    assert!(
+        std::process::Command::new(c.dir.join("bin/systemctl"))
+            .args(["stop", "vmware-vcd"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "upgraded");
+    assert_eq!(installer_runs(&c), 1);
+    assert_eq!(c.show()["version"], NEW);
+}

@@ -318,6 +318,21 @@ impl Procedure for Upgrade<'_> {
     }
 }
 
+/// Before the installer runs (or is picked up): the service must be stopped; installers do not
+/// start it, so this holds whenever the install is legitimately under way. A continued run checks
+/// it again (its record may be stale: a watchdog or an operator could have started the cell
+/// while cellctl was away), and installing under a running cell would break it.
+async fn ensure_stopped(ctx: &Ctx<'_>, run: &Run) -> Result<(), Error> {
+    let svc = preflight::service_state(&ctx.service).await?;
+    if svc == ServiceState::Stopped {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "service {} is {svc} although run {} recorded it stopped: nothing was installed; stop it (systemctl stop {}) and rerun `cellctl {}`",
+        ctx.service.name, run.rec.run_id, ctx.service.name, run.rec.command
+    )))
+}
+
 /// The vendor's instructions: chmod u+x before running the `.bin` installer.
 fn make_runnable(pkg: &Package) -> Result<(), Error> {
     if pkg.kind != Kind::VmwareBin {
@@ -389,6 +404,7 @@ async fn install_stage(
 ) -> Result<(), Error> {
     let s = ctx.s;
     let pkg = up(run).package.clone();
+    ensure_stopped(ctx, run).await?;
     make_runnable(&pkg)?;
     let unit = up(run).install_unit.clone();
     let spec = install_spec(s, &pkg, &unit, up(run).allow_downgrade)?;
