@@ -18,9 +18,11 @@ pub const DEFAULT_CONFIG: &str = "/etc/cellctl/config.toml";
 pub enum ConfigError {
     #[error("config file {path}: {detail}; fix the file or point --config elsewhere")]
     File { path: String, detail: ParseError },
-    #[error("config file {path}: `{key}` = {value:?} is not a duration (e.g. \"30m\", \"90s\")")]
+    #[error("config file {path}{}: `{key}` = {value:?} is not a duration (e.g. \"30m\", \"90s\")", .line.map(|l| format!(" line {l}")).unwrap_or_default())]
     Duration {
         path: String,
+        /// Where the key stands in the file, when it can be found.
+        line: Option<usize>,
         key: &'static str,
         value: String,
     },
@@ -46,6 +48,9 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The file's text, to say on which line a bad value stands.
+    #[serde(skip)]
+    pub text: String,
     pub vcd_home: Option<PathBuf>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -264,7 +269,8 @@ pub fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>
     (&file)
         .read_to_string(&mut text)
         .map_err(|e| file_err(ParseError::Read(e)))?;
-    let cfg = parse(&text).map_err(file_err)?;
+    let mut cfg = parse(&text).map_err(file_err)?;
+    cfg.text = text;
     Ok((cfg, Some(path)))
 }
 
@@ -406,10 +412,45 @@ pub fn parse(text: &str) -> Result<FileConfig, ParseError> {
     })
 }
 
+impl ConfigError {
+    /// Name the line of a bad value, found in the file's text by its section and key.
+    fn at_line(self, f: &FileConfig) -> Self {
+        match self {
+            ConfigError::Duration { path, key, value, .. } => ConfigError::Duration {
+                line: line_of(&f.text, key),
+                path,
+                key,
+                value,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The line (1-based) of `section.key` (or a top-level `key`) in TOML text.
+fn line_of(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.rsplit_once('.').map_or(("", dotted), |(s, k)| (s, k));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+        } else if current == section
+            && line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 fn dur(path: Option<&Path>, key: &'static str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
     v.map(|s| {
         humantime::parse_duration(s).map_err(|_| ConfigError::Duration {
             path: path.map(|p| p.display().to_string()).unwrap_or_default(),
+            line: None,
             key,
             value: s.to_string(),
         })
@@ -419,9 +460,17 @@ fn dur(path: Option<&Path>, key: &'static str, v: Option<&str>) -> Result<Option
 
 pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>), ConfigError> {
     let (f, path) = load_file(g.config.as_deref())?;
+    match settings(g, &f, path.as_deref()) {
+        Ok(s) => Ok((s, f, path)),
+        Err(e) => Err(e.at_line(&f)),
+    }
+}
+
+/// The settings from the command line (flags and `CELLCTL_*`) over the config file `f`.
+fn settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Result<Settings, ConfigError> {
     let tool_timeout = match g.tool_timeout {
         Some(d) => d.into(),
-        None => dur(path.as_deref(), "tool_timeout", f.tool_timeout.as_deref())?.unwrap_or(Duration::from_secs(300)),
+        None => dur(path, "tool_timeout", f.tool_timeout.as_deref())?.unwrap_or(Duration::from_secs(300)),
     };
     if tool_timeout.is_zero() {
         return Err(ConfigError::Invalid(
@@ -458,23 +507,23 @@ pub fn resolve(g: &GlobalArgs) -> Result<(Settings, FileConfig, Option<PathBuf>)
             .unwrap_or_else(|| "vmware-vcd".into()),
         tool_timeout,
         json: g.json || f.json.unwrap_or(false),
-        install: install_settings(g, &f, path.as_deref())?,
-        health: health_settings(g, &f, path.as_deref())?,
-        health_deadline: dur(path.as_deref(), "health.deadline", f.health.deadline.as_deref())?
+        install: install_settings(g, f, path)?,
+        health: health_settings(g, f, path)?,
+        health_deadline: dur(path, "health.deadline", f.health.deadline.as_deref())?
             .unwrap_or(Duration::from_secs(15 * 60)),
-        webhook: webhook_settings(g, &f, path.as_deref())?,
+        webhook: webhook_settings(g, f, path)?,
         keep_reports: f.report.keep.unwrap_or(50).max(1),
         metrics_file: g.metrics_file.clone().or(f.report.metrics_file.clone()),
         events: g.events,
-        api: api_settings(g, &f, path.as_deref())?,
+        api: api_settings(g, f, path)?,
         redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
-        rollback_budget: rollback_budget(&f, path.as_deref())?,
+        rollback_budget: rollback_budget(f, path)?,
     };
-    check_trust(g, &f, &s, path.as_deref())?;
+    check_trust(g, f, &s, path)?;
     if s.webhook.enabled() {
-        s.webhook.secret = Some(webhook_secret(g, &f, s.credentials_dir.as_deref())?);
+        s.webhook.secret = Some(webhook_secret(g, f, s.credentials_dir.as_deref())?);
     }
-    Ok((s, f, path))
+    Ok(s)
 }
 
 /// What others could have written is refused: plain-HTTP URLs (unless the loud opt-in is given)
@@ -654,6 +703,10 @@ fn default_health_url() -> String {
 }
 
 pub fn resolve_drain(a: &DrainArgs, f: &FileConfig, path: Option<&Path>) -> Result<DrainSettings, ConfigError> {
+    drain_settings(a, f, path).map_err(|e| e.at_line(f))
+}
+
+fn drain_settings(a: &DrainArgs, f: &FileConfig, path: Option<&Path>) -> Result<DrainSettings, ConfigError> {
     let deadline = match a.deadline {
         Some(d) => d.into(),
         None => dur(path, "drain.deadline", f.drain.deadline.as_deref())?.unwrap_or(Duration::from_secs(30 * 60)),
@@ -757,6 +810,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("drain.deadline") && e.contains("soon"), "{e}");
+        assert!(e.contains("line 2"), "names the line: {e}");
+    }
+
+    #[test]
+    fn a_key_is_found_on_its_line_in_its_section() {
+        let text = "tool_timeout = \"x\"\n[health]\ndeadline = \"y\"\n[drain]\n# deadline\n  deadline   = \"z\"\n";
+        assert_eq!(line_of(text, "tool_timeout"), Some(1));
+        assert_eq!(line_of(text, "health.deadline"), Some(3));
+        assert_eq!(line_of(text, "drain.deadline"), Some(6));
+        assert_eq!(line_of(text, "api.timeout"), None);
     }
 
     fn config_with(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
