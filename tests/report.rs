@@ -232,9 +232,10 @@ fn outbox_files(c: &Cell) -> Vec<Value> {
         .collect()
 }
 
-// A closed port: bound, then released.
-fn dead_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A closed port, held for the whole test (a released one could be handed to another test's
+/// receiver or connection, and a receiver started on it later might find it taken).
+fn dead_port() -> PortHold {
+    PortHold::new(0)
 }
 
 /// A small checker for the subset of JSON Schema our schema uses.
@@ -362,7 +363,8 @@ fn report_is_saved_delivered_signed_and_idempotent() {
 #[test]
 fn receiver_down_then_up_is_delivered_by_flush_and_by_the_next_run() {
     let c = cell();
-    let port = dead_port();
+    let hold = dead_port();
+    let port = hold.port;
     let url = format!("http://127.0.0.1:{port}/hook");
     configure(&c, std::slice::from_ref(&url), "");
     let r = c.run(&["--json", "drain", "--no-shutdown", "--poll-interval", "100ms"]);
