@@ -1191,7 +1191,9 @@ exec '{real}' "$@"
             }
             // In flight: its record is the last one and still `started` (a step that has already
             // ended is not where the fault is aimed).
-            Trigger::StepStarted(s) => cur().is_some_and(|j| step_records(&j).last().is_some_and(|(n, x)| n == s && x == "started")),
+            Trigger::StepStarted(s) => {
+                cur().is_some_and(|j| step_records(&j).last().is_some_and(|(n, x)| n == s && x == "started"))
+            }
             Trigger::Waiting => cur().is_some_and(|j| {
                 (j["phase"].get("waiting").is_some() || j["phase"] == "waiting") && step_in_flight(&j, Step::Wait)
             }),
@@ -1373,7 +1375,9 @@ exec '{real}' "$@"
     /// step it was aimed at (its record the last one, still `started`), not the one after.
     fn check_hit_step(&mut self, doc: Option<&Value>) {
         use Fault::*;
-        if !matches!(self.fault, Sigterm | Kill9 | Full | ReadOnly | ReceiverDown) || trigger(self.fault, self.step) == Trigger::Pre {
+        if !matches!(self.fault, Sigterm | Kill9 | Full | ReadOnly | ReceiverDown)
+            || trigger(self.fault, self.step) == Trigger::Pre
+        {
             return;
         }
         let (step, cmd) = (self.step, self.cmd);
@@ -1389,27 +1393,43 @@ exec '{real}' "$@"
         }
         let at = self.at_injection.clone();
         self.check(in_flight(&at), || {
-            format!("the fault was injected while {}, not during {}", shown(&at), step.name())
+            format!(
+                "the fault was injected while {}, not during {}",
+                shown(&at),
+                step.name()
+            )
         });
         match self.fault {
             Kill9 => {
                 let after = self.after_injection.clone();
                 self.check(in_flight(&after), || {
-                    format!("killed during {}, but the journal then said {}", step.name(), shown(&after))
+                    format!(
+                        "killed during {}, but the journal then said {}",
+                        step.name(),
+                        shown(&after)
+                    )
                 });
             }
             // The state dir took no record after the fault: the one it holds is where it hit.
             Full | ReadOnly => {
                 let now = self.c.current();
                 self.check(in_flight(&now), || {
-                    format!("the state dir failed during {}, but its last record is {}", step.name(), shown(&now))
+                    format!(
+                        "the state dir failed during {}, but its last record is {}",
+                        step.name(),
+                        shown(&now)
+                    )
                 });
             }
             Sigterm => {
                 if let Some(doc) = doc {
                     let later = began_after(doc, cmd, step);
                     self.check(later.is_none(), || {
-                        format!("SIGTERM during {}, but the run went on to {later:?}: {}", step.name(), brief(doc))
+                        format!(
+                            "SIGTERM during {}, but the run went on to {later:?}: {}",
+                            step.name(),
+                            brief(doc)
+                        )
                     });
                 }
             }
@@ -1428,7 +1448,10 @@ exec '{real}' "$@"
                     .map(|e| format!("{}:{}", e["step"], e["status"]))
                     .collect();
                 self.check(past.is_empty(), || {
-                    format!("the receiver went down after {} (it had taken the events {past:?})", step.name())
+                    format!(
+                        "the receiver went down after {} (it had taken the events {past:?})",
+                        step.name()
+                    )
                 });
             }
             _ => {}
@@ -1611,7 +1634,11 @@ exec '{real}' "$@"
         };
         let installed = status("install").as_deref() == Some("done") || stage == "start";
         self.check(!installed || s.version == NEW, || {
-            format!("{when}: the journal says installed, the cell has version {}: {}", s.version, brief(j))
+            format!(
+                "{when}: the journal says installed, the cell has version {}: {}",
+                s.version,
+                brief(j)
+            )
         });
         if journal != Jr::Kept {
             return;
@@ -1619,12 +1646,18 @@ exec '{real}' "$@"
         let started = status("start_service");
         if stage == "install" || (status("stop_service").as_deref() == Some("done") && started.is_none()) {
             self.check(s.service == "stopped", || {
-                format!("{when}: the journal says the service is stopped, the cell says {s:?}: {}", brief(j))
+                format!(
+                    "{when}: the journal says the service is stopped, the cell says {s:?}: {}",
+                    brief(j)
+                )
             });
         }
         if stage == "start" && started.as_deref() == Some("done") {
             self.check(s.service == "running", || {
-                format!("{when}: the journal says the service was started, the cell says {s:?}: {}", brief(j))
+                format!(
+                    "{when}: the journal says the service was started, the cell says {s:?}: {}",
+                    brief(j)
+                )
             });
         }
     }
@@ -1763,11 +1796,7 @@ exec '{real}' "$@"
             .map(|r| r.bodies.lock().unwrap().join("\n"))
             .unwrap_or_default();
         for secret in &secrets {
-            let what = if secret == SECRET {
-                "webhook secret"
-            } else {
-                "password"
-            };
+            let what = if secret == SECRET { "webhook secret" } else { "password" };
             self.check(!self.printed.contains(secret), || {
                 format!("the {what} ({secret}) appears on stdout/stderr")
             });
@@ -1899,7 +1928,10 @@ fn journal_steps(step: Step) -> &'static [&'static str] {
 fn later_steps(cmd: Cmd, step: Step) -> Vec<&'static str> {
     let steps = cmd.steps();
     let i = steps.iter().position(|s| *s == step).expect("a step of the command");
-    let mut names: Vec<&str> = steps[i + 1..].iter().flat_map(|s| journal_steps(*s).iter().copied()).collect();
+    let mut names: Vec<&str> = steps[i + 1..]
+        .iter()
+        .flat_map(|s| journal_steps(*s).iter().copied())
+        .collect();
     if step < Step::Shutdown && steps.contains(&Step::Shutdown) {
         names.push("stop_service");
     }
@@ -2133,9 +2165,9 @@ fn lift_fsize_limit_in_tools(bin: &Path) {
 /// real password (both forms) and notes a hit in `leaks`.
 fn guard_tools_against_password(bin: &Path, leaks: &Path) {
     let forms = password_forms();
-    let patterns: String = forms.iter().map(|f| format!(" -e '{f}'")).collect();
+    let patterns = forms.iter().map(|f| format!("-e '{f}'")).collect::<Vec<_>>().join(" ");
     let guard = format!(
-        "if env | grep -qF{patterns} || printf '%s\\n' \"$@\" | grep -qF{patterns}; then echo \"$0\" >> '{}'; fi\n",
+        "if env | grep -qF {patterns} || printf '%s\\n' \"$@\" | grep -qF {patterns}; then echo \"$0\" >> '{}'; fi\n",
         leaks.display()
     );
     for e in std::fs::read_dir(bin).unwrap().flatten() {
@@ -2225,10 +2257,7 @@ impl Immutable {
             return false;
         }
         self.mounts.push(state.to_path_buf());
-        run_quiet(
-            "mount",
-            &["-o".as_ref(), "remount,bind,ro".as_ref(), state.as_os_str()],
-        )
+        run_quiet("mount", &["-o".as_ref(), "remount,bind,ro".as_ref(), state.as_os_str()])
     }
 }
 

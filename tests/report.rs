@@ -615,7 +615,7 @@ fn every_failure_path_leaves_a_report() {
         "config errors leave a report too"
     );
     assert_reports_match_schema(&c);
-    assert!(!c.state_files_text().contains(PASSWORD));
+    assert_no_password_in(&c.state_files_text(), "the state dir");
 }
 
 #[test]
@@ -709,7 +709,8 @@ fn metrics_textfile_reflects_the_last_run() {
         t.contains("cellctl_last_run_success 0") && t.contains("cellctl_last_run_exit_code 10"),
         "{t}"
     );
-    assert!(!t.contains(PASSWORD) && !t.contains(SECRET));
+    assert_no_password_in(&t, "the saved reports");
+    assert!(!t.contains(SECRET));
 }
 
 #[test]
@@ -744,7 +745,7 @@ fn secrets_appear_in_no_report_event_log_or_metric() {
             all.push_str(&format!("{k}: {v}\n"));
         }
     }
-    assert!(!all.contains(PASSWORD), "the password leaked");
+    assert_no_password_in(&all, "the output, logs and files");
     assert!(!all.contains(SECRET), "the webhook secret leaked");
 }
 
