@@ -48,8 +48,6 @@ const NEW: &str = "10.6.0";
 const WRONG: &str = "Changed-Elsewhere-0042";
 /// The webhook signing secret (receiver rows): must not leak either.
 const SECRET: &str = "whsec-FaultMatrix-0815";
-/// Tool latency that keeps a step in flight long enough to inject a fault "during" it.
-const SLOW_TOOL: &str = "latency=400ms";
 
 // ---------------------------------------------------------------------------------------------
 // The table
@@ -172,7 +170,7 @@ impl Fault {
                 "`cellsim fault garble --op ...` (the action happens, stdout is junk, exit 0); maintenance_on and install: hooks that run the real tool with its output replaced by junk"
             }
             Fault::Password => {
-                "`cellsim set password=...` before the run (preflight) or once the step is recorded as started (tool latency 400ms keeps it in flight); cellctl keeps the old password; start/health: --health-deadline 3s"
+                "`cellsim set password=...` before the run (preflight) or once the step is recorded as started (its tool call held by a gate until then); cellctl keeps the old password; start/health: --health-deadline 3s"
             }
             Fault::Sigterm => "SIGTERM to cellctl once the step is recorded as started (lock file for preflight)",
             Fault::Kill9 => "SIGKILL to cellctl once the step is recorded as started, then the same command again",
@@ -180,7 +178,7 @@ impl Fault {
                 "RLIMIT_FSIZE: `ulimit -f 0` from the start (preflight), else `prlimit --pid <cellctl> --fsize=0:unlimited` once the step has started (EFBIG on every later file write; SIGXFSZ ignored). The cell's tools and the transient unit lift the limit (they would not share cellctl's limit)"
             }
             Fault::ReadOnly => {
-                "`chattr +i` on the state dir and its subdirectories (not units/, which the transient unit writes), from the start (preflight) or once the step has started: root gets EPERM on every create/rename/unlink there (not root: chmod 0555)"
+                "`chattr +i` on the state dir and its subdirectories (not units/, which the transient unit writes), from the start (preflight) or once the step has started: root gets EPERM on every create/rename/unlink there (where `chattr` is unusable: a read-only bind mount of the state dir, units/ bound writable inside; not root: chmod 0555)"
             }
             Fault::Unhealthy => "`cellsim set startup_delay=10m` before the run, --health-deadline 1s",
             Fault::ReceiverDown => {
@@ -464,7 +462,9 @@ fn render(results: &[CellResult], env: &Env, elapsed: Duration, jobs: usize) -> 
         }
     }
     out.push_str(&format!(
-        "Injection (read-only here by {}; mid-run RLIMIT_FSIZE {}):\n",
+        "Injection (read-only here by {}; mid-run RLIMIT_FSIZE {}). A mid-run fault goes in while its step is held in flight \
+         (a gate file the step's tool call or installer waits on, the start by a 10m startup delay; released once the fault is in), \
+         and the journal must show that step in flight then:\n",
         match &env.read_only {
             Ok(RoMethod::Chattr) => "`chattr +i`".to_string(),
             Ok(RoMethod::Chmod) => "chmod 0555".to_string(),
@@ -853,6 +853,9 @@ impl Ctx {
             c,
         };
         x.install_vcd_cell_hook();
+        for tool in ["cell-management-tool", "vmware-vcd-cell"] {
+            gate_tool(&x.c.dir.join("bin").join(tool), &x.marker("gate"));
+        }
         if cmd == Cmd::Upgrade {
             x.served = Some(x.c.serve());
             x.pkg = Some(x.hooked_package());
@@ -919,7 +922,6 @@ if [ "${{1:-}}" = maintenance ] && [ -f "$m" ]; then
         hang) exec sleep 3600 ;;
         crash) printf '%s\n' 'Exception in thread "main" java.lang.IllegalStateException: simulated crash' '	at com.vmware.vcloud.cell.Main.main(Main.java:42)' >&2; exit 1 ;;
         garbage) '{real}' "$@" >/dev/null 2>&1; rc=$?; printf '%s\n' '#@&%$ ~~ !!x0x0 ^^^' '|||{{}}[]~~'; exit $rc ;;
-        slow) sleep 0.5 ;;
     esac
 fi
 exec '{real}' "$@"
@@ -930,7 +932,7 @@ exec '{real}' "$@"
         write_executable(&bin.join("vmware-vcd-cell"), &script, 0o755);
     }
 
-    /// A simulated installer behind a one-shot hook (hang, crash, garbage, slow), with its
+    /// A simulated installer behind a one-shot hook (hang, crash, garbage, gate), with its
     /// `.sha256`. The hook is part of the package file, so its checksum holds across reruns.
     fn hooked_package(&self) -> PathBuf {
         let pkg = self.c.package(NEW, "ok", &["--install-time", "300ms"]);
@@ -949,12 +951,13 @@ if [ -f "$m" ]; then
         hang) echo 'Installing VMware Cloud Director...'; exec sleep 3600 ;;
         crash) printf '%s\n' 'Exception in thread "main" java.lang.IllegalStateException: simulated installer crash' '	at com.vmware.installer.Main.main(Main.java:42)' >&2; exit 1 ;;
         garbage) '{real}' "$@" >/dev/null 2>&1; rc=$?; printf '%s\n' '#@&%$ ~~ !!x0x0 ^^^' '|||{{}}[]~~'; exit $rc ;;
-        slow) sleep 1.5 ;;
+        gate) while [ -f '{gate}' ]; do sleep 0.02; done ;;
     esac
 fi
 exec '{real}' "$@"
 "#,
             marker = self.marker("installer").display(),
+            gate = self.marker("gate").display(),
             real = real.display()
         );
         write_executable(&pkg, &script, 0o644);
@@ -1060,23 +1063,50 @@ exec '{real}' "$@"
         self.check_no_leak();
     }
 
-    /// Make the target step last long enough to be hit while in flight.
+    /// Hold the target step in flight until the fault is in (`release_gates`): a gate, not a
+    /// latency, so that a loaded machine cannot let the step end before the fault arrives.
     fn prepare(&mut self, trig: Trigger) {
+        let gate = |word: &str| std::fs::write(self.marker("gate"), word).unwrap();
         match trig {
-            Trigger::Lock | Trigger::StepStarted("quiesce" | "shutdown") => {
-                self.c.sim(&["set", SLOW_TOOL]);
-            }
-            Trigger::StepStarted(_) => std::fs::write(self.marker("vcd-cell"), "slow").unwrap(),
+            Trigger::Lock => gate("--status"),
+            Trigger::StepStarted("quiesce") => gate("--quiesce"),
+            Trigger::StepStarted("shutdown") => gate("--shutdown"),
+            Trigger::StepStarted(_) => gate("maintenance"),
             Trigger::Waiting => {
                 self.c.sim(&["jobs", "add", "--never", "--operation", "vappDeploy"]);
             }
             Trigger::UnitRunning | Trigger::Stage("install") => {
-                std::fs::write(self.marker("installer"), "slow").unwrap();
+                gate("installer");
+                std::fs::write(self.marker("installer"), "gate").unwrap();
             }
             _ => {}
         }
         if self.step == Step::Start && self.fault != Fault::Unhealthy {
-            self.c.sim(&["set", "startup_delay=1s"]);
+            // Tool faults are set during the install and take the start over from there; the
+            // others are injected while the cell starts, which waits for them (released to 0s).
+            let tool_fault = matches!(
+                self.fault,
+                Fault::Hang | Fault::Crash | Fault::Garbage | Fault::Password
+            );
+            self.c.sim(&[
+                "set",
+                if tool_fault {
+                    "startup_delay=1s"
+                } else {
+                    "startup_delay=10m"
+                },
+            ]);
+        }
+    }
+
+    /// Let the held step go on, the fault being in.
+    fn release_gates(&mut self) {
+        let _ = std::fs::remove_file(self.marker("gate"));
+        // A state dir fault or a receiver down shows once the start is over (the next record,
+        // the next event). A signal needs no release: the health wait honours it, and a cell
+        // coming up at that very moment would race the signal instead of testing it.
+        if self.step == Step::Start && matches!(self.fault, Fault::Full | Fault::ReadOnly | Fault::ReceiverDown) {
+            self.c.sim(&["set", "startup_delay=0s"]);
         }
     }
 
@@ -1234,6 +1264,7 @@ exec '{real}' "$@"
                     self.fail(format!(
                         "the fault could not be injected: {trig:?} not seen before cellctl ended ({tail})"
                     ));
+                    self.release_gates();
                     self.immutable = None;
                     return None;
                 }
@@ -1248,6 +1279,7 @@ exec '{real}' "$@"
                 // Killed: the journal is frozen where the fault hit.
                 self.after_injection = self.c.current();
             }
+            self.release_gates();
             if self.step == Step::Start
                 && matches!(
                     self.fault,
@@ -1467,7 +1499,7 @@ exec '{real}' "$@"
                 format!("the injected fault was never hit: still pending {pending}")
             });
         }
-        // (The "slow" markers only stretch a step; a run killed early may leave them.)
+        // (The "gate" markers only hold a step; a run killed early may leave them.)
         if matches!(self.fault, Fault::Hang | Fault::Crash | Fault::Garbage) {
             for m in ["vcd-cell", "installer"] {
                 let left = std::fs::read_to_string(self.marker(m)).ok();
@@ -1664,6 +1696,7 @@ exec '{real}' "$@"
 
     fn clear_fault(&mut self) {
         self.immutable = None;
+        let _ = std::fs::remove_file(self.marker("gate"));
         self.c.sim(&["fault", "clear"]);
         self.c
             .sim(&["set", &format!("password={PASSWORD}"), "latency=0s", "startup_delay=0s"]);
@@ -1938,11 +1971,13 @@ fn later_steps(cmd: Cmd, step: Step) -> Vec<&'static str> {
     names
 }
 
-/// The step's record is the journal's last one, still `started`.
+/// The step's record is the journal's last one, still `started` (start/health: or between
+/// its two records, the service started and the health wait not yet recorded).
 fn step_in_flight(j: &Value, step: Step) -> bool {
-    step_records(j)
-        .last()
-        .is_some_and(|(n, x)| journal_steps(step).contains(&n.as_str()) && x == "started")
+    step_records(j).last().is_some_and(|(n, x)| {
+        journal_steps(step).contains(&n.as_str())
+            && (x == "started" || (step == Step::Start && n == "start_service" && x == "done"))
+    })
 }
 
 /// The first matrix step after `step` that the record shows begun.
@@ -2160,6 +2195,22 @@ fn lift_fsize_limit_in_tools(bin: &Path) {
     }
 }
 
+/// A tool call whose argv holds the word in `gate` waits while that file exists: the harness
+/// holds a step in flight until its fault is injected.
+fn gate_tool(tool: &Path, gate: &Path) {
+    let text = std::fs::read_to_string(tool).unwrap();
+    let rest = text.strip_prefix("#!/bin/sh\n").expect("a shell wrapper");
+    let mode = std::fs::metadata(tool).unwrap().permissions().mode();
+    write_executable(
+        tool,
+        &format!(
+            "#!/bin/sh\ng='{}'\nif [ -f \"$g\" ]; then w=$(cat \"$g\"); case \" $* \" in *\" $w \"*) while [ -f \"$g\" ]; do sleep 0.02; done ;; esac; fi\n{rest}",
+            gate.display()
+        ),
+        mode,
+    );
+}
+
 /// With the cell's password changed (password cells), the simulator's own leak check compares
 /// with the wrong one: each `#!/bin/sh` tool wrapper checks its argv and environment for the
 /// real password (both forms) and notes a hit in `leaks`.
@@ -2191,12 +2242,21 @@ struct Immutable {
     mounts: Vec<PathBuf>,
 }
 
-fn run_quiet(program: &str, args: &[&std::ffi::OsStr]) -> bool {
-    Command::new(program)
+/// Run a set-up command; its stderr is the error.
+fn run_checked(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = Command::new(program)
         .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 impl Immutable {
@@ -2225,7 +2285,12 @@ impl Immutable {
                 .dirs
                 .iter()
                 .all(|d| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).is_ok()),
-            RoMethod::BindReadOnly => guard.bind_read_only(state),
+            RoMethod::BindReadOnly => {
+                return guard
+                    .bind_read_only(state)
+                    .map(|()| guard)
+                    .map_err(|e| format!("a read-only bind mount failed (needs CAP_SYS_ADMIN): {e}"));
+            }
         };
         if ok {
             Ok(guard)
@@ -2235,7 +2300,7 @@ impl Immutable {
                     "`chattr +i` failed (needs e2fsprogs, CAP_LINUX_IMMUTABLE and a file system with the immutable attribute)".into()
                 }
                 RoMethod::Chmod => "chmod a-w failed".into(),
-                RoMethod::BindReadOnly => "a read-only bind mount failed (needs `mount` and CAP_SYS_ADMIN)".into(),
+                RoMethod::BindReadOnly => unreachable!("returned above"),
             })
         }
     }
@@ -2243,21 +2308,28 @@ impl Immutable {
     /// The fallback where `chattr` cannot be used (tmpfs on older kernels, no e2fsprogs): the
     /// state dir bound on itself and remounted read-only (EROFS on every write there), with
     /// `units/` first bound on itself so that it stays writable inside the read-only tree.
-    fn bind_read_only(&mut self, state: &Path) -> bool {
+    fn bind_read_only(&mut self, state: &Path) -> Result<(), String> {
         let units = state.join("units");
         if units.is_dir() {
-            if !run_quiet("mount", &["--bind".as_ref(), units.as_os_str(), units.as_os_str()]) {
-                return false;
-            }
+            run_checked("mount", &["--bind".as_ref(), units.as_os_str(), units.as_os_str()])?;
             self.mounts.push(units);
         }
         // --rbind carries the writable units/ mount into the new tree; the remount below
         // changes only the top mount.
-        if !run_quiet("mount", &["--rbind".as_ref(), state.as_os_str(), state.as_os_str()]) {
-            return false;
-        }
+        run_checked("mount", &["--rbind".as_ref(), state.as_os_str(), state.as_os_str()])?;
         self.mounts.push(state.to_path_buf());
-        run_quiet("mount", &["-o".as_ref(), "remount,bind,ro".as_ref(), state.as_os_str()])
+        // The remount is refused (EBUSY) while a file is open for writing through the new
+        // mount: cellctl may be writing its record at that instant. Its step is held in flight,
+        // so trying again until that write is over still hits it.
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match run_checked("mount", &["-o".as_ref(), "remount,bind,ro".as_ref(), state.as_os_str()]) {
+                Err(e) if e.contains("busy") && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                done => return done,
+            }
+        }
     }
 }
 
@@ -2280,7 +2352,7 @@ impl Drop for Immutable {
                 // The state dir's tree first (with the units/ mount it carries), then units/.
                 // Lazily: a simulated unit still running there must not keep the mount alive.
                 while let Some(m) = self.mounts.pop() {
-                    let _ = run_quiet("umount", &["-R".as_ref(), "-l".as_ref(), m.as_os_str()]);
+                    let _ = run_checked("umount", &["-R".as_ref(), "-l".as_ref(), m.as_os_str()]);
                 }
             }
         }
