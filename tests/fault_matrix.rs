@@ -907,7 +907,7 @@ impl Ctx {
     }
 
     /// `bin/vmware-vcd-cell` behind a one-shot hook: cellsim's faults target only
-    /// cell-management-tool, so hang/crash/garbage/slow for `maintenance` come from here.
+    /// cell-management-tool, so hang/crash/garbage for `maintenance` come from here (and `gate_tool` holds it).
     fn install_vcd_cell_hook(&self) {
         let bin = self.c.dir.join("bin");
         let real = bin.join("vmware-vcd-cell.real");
