@@ -98,6 +98,14 @@ fn guard_allows_a_drain_while_another_cell_serves() {
             .unwrap()
             .contains("1 other active cell")
     );
+    // The guard let it through, and the drain really happened.
+    assert_eq!(b.calls_with(&["--quiesce", "true"]), 1);
+    assert_eq!(b.show()["service"], "stopped");
+    assert_eq!(
+        g.cell("c").show()["service"],
+        "running",
+        "the serving peer is untouched"
+    );
 }
 
 #[test]
@@ -126,9 +134,19 @@ fn guard_reads_every_page_of_cells() {
         "pages read: {cell_pages:?}"
     );
     // Without page 3 the guard would have seen no serving peer.
+    assert_eq!(a.show()["quiesced"], true, "the guard let the drain through");
     systemctl(g.cell("e"), "stop");
     run(a.api_cmd(&served, "a").arg("resume")).assert_code(0);
+    assert_eq!(a.show()["quiesced"], false);
+    let quiesced = a.calls_with(&["--quiesce", "true"]);
     run(a.api_cmd(&served, "a").args(["--json", "drain"])).assert_code(13);
+    assert_eq!(
+        a.calls_with(&["--quiesce", "true"]),
+        quiesced,
+        "the refused drain quiesced"
+    );
+    assert_eq!(a.show()["quiesced"], false);
+    assert_eq!(a.show()["service"], "running");
 }
 
 #[test]
@@ -162,6 +180,9 @@ fn untrusted_certificate_is_a_clear_failure() {
     r.assert_code(13);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_lowercase();
     assert!(msg.contains("certificate"), "{msg}");
+    assert_eq!(a.calls_with(&["--quiesce", "true"]), 0);
+    assert_eq!(a.show()["in_maintenance"], false);
+    assert!(a.current().is_none());
 }
 
 #[test]
@@ -286,6 +307,12 @@ fn expired_token_mid_run_logs_in_again() {
         .count();
     assert!(expired >= 1, "no request met an expired token");
     assert!(logins >= 2, "no new login after expiry: {logins}");
+    assert_eq!(
+        b.show()["service"],
+        "stopped",
+        "the drain went through after the new login"
+    );
+    assert!(b.current().is_none());
 }
 
 #[test]
@@ -327,7 +354,10 @@ fn password_travels_only_in_the_login_header() {
         log.iter()
             .any(|l| l["method"] == "DELETE" && l["path"] == "/cloudapi/1.0.0/sessions/current")
     );
-    assert!(!b.state_files_text().contains(PASSWORD));
+    // Both forms (the login's Basic one too): nowhere in the state dir, nor on stdout/stderr
+    // (`assert_no_secret` above).
+    assert_no_password_in(&b.state_files_text(), "the state dir");
+    assert_eq!(b.show()["service"], "stopped");
 }
 
 #[test]

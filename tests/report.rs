@@ -232,9 +232,10 @@ fn outbox_files(c: &Cell) -> Vec<Value> {
         .collect()
 }
 
-// A closed port: bound, then released.
-fn dead_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A closed port, held for the whole test (a released one could be handed to another test's
+/// receiver or connection, and a receiver started on it later might find it taken).
+fn dead_port() -> PortHold {
+    PortHold::new(0)
 }
 
 /// A small checker for the subset of JSON Schema our schema uses.
@@ -362,7 +363,8 @@ fn report_is_saved_delivered_signed_and_idempotent() {
 #[test]
 fn receiver_down_then_up_is_delivered_by_flush_and_by_the_next_run() {
     let c = cell();
-    let port = dead_port();
+    let hold = dead_port();
+    let port = hold.port;
     let url = format!("http://127.0.0.1:{port}/hook");
     configure(&c, std::slice::from_ref(&url), "");
     let r = c.run(&["--json", "drain", "--no-shutdown", "--poll-interval", "100ms"]);
@@ -613,7 +615,7 @@ fn every_failure_path_leaves_a_report() {
         "config errors leave a report too"
     );
     assert_reports_match_schema(&c);
-    assert!(!c.state_files_text().contains(PASSWORD));
+    assert_no_password_in(&c.state_files_text(), "the state dir");
 }
 
 #[test]
@@ -707,7 +709,8 @@ fn metrics_textfile_reflects_the_last_run() {
         t.contains("cellctl_last_run_success 0") && t.contains("cellctl_last_run_exit_code 10"),
         "{t}"
     );
-    assert!(!t.contains(PASSWORD) && !t.contains(SECRET));
+    assert_no_password_in(&t, "the saved reports");
+    assert!(!t.contains(SECRET));
 }
 
 // node_exporter reads the textfile as its own user: it is 0644 even under the service's
@@ -779,7 +782,7 @@ fn secrets_appear_in_no_report_event_log_or_metric() {
             all.push_str(&format!("{k}: {v}\n"));
         }
     }
-    assert!(!all.contains(PASSWORD), "the password leaked");
+    assert_no_password_in(&all, "the output, logs and files");
     assert!(!all.contains(SECRET), "the webhook secret leaked");
 }
 

@@ -214,13 +214,46 @@ fn wait_collected(ns: &SystemdNs, unit: &str) {
     assert_eq!(text(&listed.stdout), "", "{unit} still listed: {}", describe(&listed));
 }
 
-/// Is journald running in the namespace (the harness starts it)? Journal checks need it.
+/// Is journald running in the namespace (the harness starts it)? Journal checks need it; when
+/// systemd is required (`CELLCTL_REQUIRE_SYSTEMD=1`, CI as root) their skip is a failure.
 fn journald_runs(ns: &SystemdNs) -> bool {
     let active = text(&ns.output("systemctl", ["is-active", "systemd-journald.service"]).stdout) == "active";
     if !active {
+        assert!(
+            !systemd_ns::require_systemd(),
+            "{}=1 but journald is not running in the namespace: the journal checks would be skipped\n{}",
+            systemd_ns::REQUIRE_ENV,
+            ns.log()
+        );
         eprintln!("NOTE: journald is not running in the namespace: journal checks skipped");
     }
     active
+}
+
+/// Everything in the namespace's journal, every field of every entry: the password (in either
+/// form) must be in none of it. The tests strip `JOURNAL_STREAM` elsewhere, so only these
+/// real-systemd tests see what cellctl and its units log there.
+fn assert_journal_has_no_password(ns: &SystemdNs) {
+    let out = ns.output("journalctl", ["--no-pager", "-o", "verbose"]);
+    assert!(out.status.success(), "journalctl -o verbose: {}", describe(&out));
+    let all = String::from_utf8_lossy(&out.stdout);
+    assert!(!all.trim().is_empty(), "the journal is empty: nothing was scanned");
+    common::assert_no_password_in(&all, "the journal");
+}
+
+/// README's command for the run's JSON document (`journalctl -u cellctl-upgrade.service ...`),
+/// without its comment.
+fn readme_journalctl_command() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .lines()
+        .find(|l| l.starts_with("journalctl -u cellctl-upgrade.service"))
+        .expect("README documents a journalctl command")
+        .split(" #")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 fn journal(ns: &SystemdNs, args: &[&str]) -> String {
@@ -470,6 +503,7 @@ fn install_runs_in_a_real_transient_unit() {
             &unit,
             &["Installing VMware Cloud Director", "has been installed", "[ 60%]"],
         );
+        assert_journal_has_no_password(&ns);
     }
     wait_collected(&ns, &unit);
     assert_eq!(installer_runs(&c).len(), 1);
@@ -596,6 +630,7 @@ fn failed_installer_unit_is_collected_and_reported() {
     );
     if journald_runs(&ns) {
         wait_journal_has(&ns, &unit, &["[ 40%]", "cpio: Digest mismatch"]);
+        assert_journal_has_no_password(&ns);
     }
     assert_eq!(c.show()["version"], OLD);
 
@@ -878,6 +913,11 @@ fn shipped_units_load_and_run_an_upgrade() {
             describe(&out)
         );
     } else {
+        assert!(
+            !systemd_ns::require_systemd(),
+            "{}=1 but the kernel has no overlayfs: the unmodified shipped units would not be verified",
+            systemd_ns::REQUIRE_ENV
+        );
         eprintln!("NOTE: no overlayfs: the shipped units are verified only with the test drop-in");
     }
     assert!(
@@ -971,17 +1011,17 @@ fn shipped_units_load_and_run_an_upgrade() {
         wait_journal_has(&ns, &install_unit, &["has been installed"]);
         // The run's JSON document is the service's last line on stdout.
         assert_last_stdout_line_is(&ns, &rep);
-        // README: "journalctl -u cellctl-upgrade.service -o cat --since -1h | tail -n 1 # the
-        // run's JSON document". With PID 1 logging to the journal, as on a host, the last line
-        // is PID 1's instead: see readme_journalctl_tail_is_the_json_document (ignored).
-        let readme_last = journal(&ns, &["-u", "cellctl-upgrade.service", "--since", "-1h"])
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        if serde_json::from_str::<Value>(&readme_last).is_err() {
-            eprintln!("NOTE: README's `journalctl -u cellctl-upgrade.service -o cat | tail -n 1` gives: {readme_last}");
-        }
+        // README's command for it gives that very document (PID 1 logs to the journal here,
+        // as on a host, so its lines are there too).
+        let documented = readme_journalctl_command();
+        let out = ns.output("sh", ["-c", documented.as_str()]);
+        let readme_last = text(&out.stdout);
+        assert!(
+            serde_json::from_str::<Value>(&readme_last).is_ok_and(|v| v == rep),
+            "README's `{documented}` gives: {readme_last}\n--- journal\n{}",
+            journal(&ns, &["-u", "cellctl-upgrade.service"])
+        );
+        assert_journal_has_no_password(&ns);
     }
     assert_eq!(
         host_mount_points(),
@@ -1021,6 +1061,7 @@ fn shipped_unit_failure_reaches_the_orchestrator() {
     wait_collected(&ns, &install_unit);
     if journald_runs(&ns) {
         assert_last_stdout_line_is(&ns, &rep);
+        assert_journal_has_no_password(&ns);
     }
     assert_eq!(c.show()["version"], OLD);
     eprintln!(
@@ -1036,22 +1077,15 @@ fn shipped_unit_failure_reaches_the_orchestrator() {
 fn readme_journalctl_tail_is_the_json_document() {
     let s = shipped_setup("ok");
     let Some(ns) = boot_for_shipped(&s) else { return };
+    // Without journald there is nothing to run the command against (a failure when systemd
+    // is required: see journald_runs).
     if !journald_runs(&ns) {
         return;
     }
     let (out, _) = start_shipped_unit(&ns);
     assert!(out.status.success(), "systemctl start: {}", describe(&out));
     let rep = last_report(&ns, &s.c);
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let documented = readme
-        .lines()
-        .find(|l| l.starts_with("journalctl -u cellctl-upgrade.service"))
-        .expect("README documents a journalctl command")
-        .split(" #")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let documented = readme_journalctl_command();
     let out = ns.output("sh", ["-c", documented.as_str()]);
     let last = text(&out.stdout);
     assert!(

@@ -83,8 +83,7 @@ fn bad_checksum_is_refused_before_the_cell_is_touched() {
             .unwrap()
             .contains("checksum mismatch")
     );
-    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
-    assert_eq!(c.show()["in_maintenance"], false);
+    assert_untouched(&c);
 }
 
 #[test]
@@ -97,6 +96,21 @@ fn group_writable_package_is_refused() {
     let r = run(c.upgrade_cmd(&served).args(["upgrade"]).arg(&pkg));
     r.assert_code(20);
     assert!(r.stderr.contains("chmod go-w"), "{}", r.stderr);
+    assert_untouched(&c);
+}
+
+/// A refused upgrade changed nothing: no quiesce, no maintenance message, no installer, the
+/// old version running, no recorded run.
+fn assert_untouched(c: &Cell) {
+    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+    assert_eq!(c.invocations().iter().filter(|i| i["tool"] == "installer").count(), 0);
+    let show = c.show();
+    assert_eq!(show["version"], OLD);
+    assert_eq!(show["service"], "running");
+    assert_eq!(show["cell"], "up");
+    assert_eq!(show["in_maintenance"], false);
+    assert_eq!(show["quiesced"], false);
+    assert!(c.current().is_none(), "a refused upgrade records no run");
 }
 
 #[test]
@@ -107,7 +121,7 @@ fn downgrade_is_refused_unless_allowed() {
     let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]).arg(&pkg));
     r.assert_code(20);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("downgrade"));
-    assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
+    assert_untouched(&c);
 }
 
 #[test]
@@ -169,7 +183,15 @@ fn installer_that_changes_nothing_is_a_failure() {
         .args(["--json", "upgrade", "--poll-interval", "100ms"])
         .arg(&pkg));
     r.assert_code(21);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("still"));
+    let doc = r.json();
+    assert!(doc["error"]["message"].as_str().unwrap().contains("still"));
+    // The cell really is on the old version, down (the install stage), and the run is kept.
+    let show = c.show();
+    assert_eq!(show["version"], OLD);
+    assert_eq!(show["service"], "stopped");
+    assert_eq!(doc["cell_left"], "shut_down");
+    assert_eq!(c.invocations().iter().filter(|i| i["tool"] == "installer").count(), 1);
+    assert!(c.current().is_some(), "the failed run stays recorded");
 }
 
 #[test]
@@ -192,6 +214,14 @@ fn cell_that_never_gets_healthy_is_a_distinct_failure() {
     let doc = r.json();
     assert_eq!(step_status(&doc, "health").as_deref(), Some("failed"));
     assert_eq!(doc["upgrade"]["version_after"], NEW);
+    // Installed and started, but still starting: not healthy, and the run is kept for a rerun.
+    let show = c.show();
+    assert_eq!(show["version"], NEW);
+    assert_eq!(show["service"], "running");
+    assert_eq!(show["cell"], "starting");
+    assert_eq!(show["healthy"], false);
+    assert_eq!(doc["cell_left"], "changed");
+    assert!(c.current().is_some(), "the unhealthy run stays recorded");
 }
 
 #[test]
@@ -202,7 +232,7 @@ fn install_refuses_a_running_cell() {
     let r = run(c.upgrade_cmd(&served).args(["--json", "install"]).arg(&pkg));
     r.assert_code(12);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("drain first"));
-    assert_eq!(c.show()["version"], OLD);
+    assert_untouched(&c);
 }
 
 #[test]
@@ -224,6 +254,7 @@ fn install_then_start_on_a_drained_cell() {
     r.assert_code(0);
     assert_eq!(r.json()["outcome"], "started");
     assert_eq!(c.show()["cell"], "up");
+    assert_eq!(c.show()["version"], NEW);
 }
 
 #[test]
@@ -238,6 +269,11 @@ fn db_upgrade_runs_once_on_a_stopped_cell() {
     r.assert_code(0);
     assert_eq!(step_status(&r.json(), "db_upgrade").as_deref(), Some("done"));
     assert_eq!(c.show()["db_version"], NEW);
+    // Once: one call of the database tool, and it succeeded (the tool refuses a running cell,
+    // so a success means the cell was stopped).
+    let runs: Vec<Value> = c.invocations().into_iter().filter(|i| i["tool"] == "upgrade").collect();
+    assert_eq!(runs.len(), 1, "the database upgrade ran once: {runs:?}");
+    assert_eq!(runs[0]["exit_code"], 0, "{}", runs[0]);
 }
 
 #[test]
@@ -427,7 +463,10 @@ fn kill_9_during_start_then_rerun_finishes() {
     let r = run(c.upgrade_cmd(&served).args(["--json", "upgrade"]));
     r.assert_code(0);
     assert_eq!(r.json()["outcome"], "upgraded");
-    assert_eq!(c.show()["cell"], "up");
+    let show = c.show();
+    assert_eq!(show["cell"], "up");
+    assert_eq!(show["version"], NEW);
+    assert_eq!(show["healthy"], true);
 }
 
 #[test]
@@ -452,6 +491,7 @@ fn kill_9_during_drain_then_rerun_upgrades() {
     r.assert_code(0);
     let doc = r.json();
     assert_eq!(doc["outcome"], "upgraded");
+    assert_eq!(c.show()["version"], NEW);
     let quiesce_steps = doc["steps"]
         .as_array()
         .unwrap()

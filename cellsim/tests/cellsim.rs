@@ -638,11 +638,10 @@ fn concurrent_calls_share_one_cell_and_log_whole_lines() {
 #[test]
 fn create_refuses_an_existing_cell_and_set_refuses_unknown_knobs() {
     let cell = Cell::create(&[]);
-    let again = std::process::Command::new(SIM)
-        .arg("create")
-        .arg(&cell.dir)
-        .output()
-        .unwrap();
+    // Through `run`: a simulator that hung here would fail the test at its limit, not block it.
+    let mut create = std::process::Command::new(SIM);
+    create.arg("create").arg(&cell.dir);
+    let again = run(create);
     assert!(!again.status.success());
     assert!(!cell.sim("set", &["no_such_knob=1"]).status.success());
     assert!(!cell.sim("set", &["arrival_every=0s"]).status.success());

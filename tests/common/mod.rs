@@ -10,6 +10,40 @@ use serde_json::Value;
 
 pub const PASSWORD: &str = "Sim-Secret-4711";
 
+/// The password in every form that would be a leak: as is, and as the API login sends it
+/// (HTTP Basic: base64 of `administrator@System:PASSWORD`), which a plain search misses.
+pub fn password_forms() -> Vec<String> {
+    vec![
+        PASSWORD.to_string(),
+        base64(format!("administrator@System:{PASSWORD}").as_bytes()),
+    ]
+}
+
+/// Fails when `text` (from `what`) holds the password in any of its forms.
+pub fn assert_no_password_in(text: &str, what: &str) {
+    for form in password_forms() {
+        assert!(!text.contains(&form), "the password ({form}) appears in {what}");
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), enough for the leak checks.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 pub fn cellctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cellctl"))
 }
@@ -273,8 +307,8 @@ impl Run {
     }
 
     pub fn assert_no_secret(&self) -> &Self {
-        assert!(!self.stdout.contains(PASSWORD), "password on stdout");
-        assert!(!self.stderr.contains(PASSWORD), "password on stderr");
+        assert_no_password_in(&self.stdout, "stdout");
+        assert_no_password_in(&self.stderr, "stderr");
         self
     }
 }
@@ -445,4 +479,52 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// A loopback TCP port held closed: bound but not listening (by a small python3 process, as std
+/// has no bind without listen), so connections to it are refused and the kernel gives it to no
+/// one else as an ephemeral port. A test receiver can listen on it meanwhile and stop again
+/// (both sockets set SO_REUSEADDR, which Linux allows beside a socket that does not listen):
+/// a receiver that goes down and comes back never gives its port away.
+pub struct PortHold {
+    child: Child,
+    pub port: u16,
+}
+
+impl PortHold {
+    /// Hold `port`, or a free one for 0.
+    pub fn new(port: u16) -> PortHold {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import socket, sys\n\
+                 s = socket.socket()\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+                 print(s.getsockname()[1], flush=True)\n\
+                 sys.stdin.read()\n",
+            )
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (a CI prerequisite) holds a test port");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the port holder could not bind port {port}"));
+        PortHold { child, port }
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
