@@ -260,3 +260,36 @@ fn guidance_after_kill_9_in_stopping_service_names_one_next_step() {
     assert_eq!(c.show()["service"], "stopped");
     assert!(c.current().is_none());
 }
+
+/// Item 5, past the point of no return: a shutdown call that hangs when the signal comes is
+/// given the budget to finish, then abandoned; the run is kept and a rerun finishes it.
+#[test]
+fn a_hung_shutdown_call_does_not_hold_a_stop_request() {
+    let c = cell();
+    std::fs::write(&c.config, "[drain]\nrollback_budget = \"2s\"\n").unwrap();
+    c.sim(&["fault", "hang", "--op", "shutdown", "--times", "1"]);
+    let child = c.spawn(&["--json", "drain", "--poll-interval", "100ms"]);
+    wait_for("the shutdown call to hang", || hung_call(&c, &["--shutdown"]).is_some());
+    let tool = hung_call(&c, &["--shutdown"]).unwrap();
+    let t0 = Instant::now();
+    signal(&child, Signal::SIGTERM);
+    let r = wait_child(child);
+    assert!(t0.elapsed() < Duration::from_secs(60), "held for {:?}", t0.elapsed());
+    r.assert_code(143);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "interrupted");
+    assert_eq!(doc["cell_left"], "changed");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rerun `cellctl drain`"),
+        "{doc}"
+    );
+    c.wait_phase("shutting_down");
+    wait_for("the hung call to be killed", || !alive(tool));
+    let again = c.run(&["--json", "drain", "--poll-interval", "100ms"]);
+    again.assert_code(0);
+    assert_eq!(again.json()["outcome"], "shut_down");
+    assert_eq!(c.show()["service"], "stopped");
+}

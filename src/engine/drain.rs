@@ -178,7 +178,11 @@ async fn shutdown(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
     if !run.step_done(Step::Shutdown) {
         let idx = run.begin(Step::Shutdown)?;
         tracing::info!("shutting the cell down: cell --shutdown");
-        match ctx.tool.shutdown().await {
+        let call = finish_or_abandon(ctx, "the shutdown call", ctx.tool.shutdown()).await;
+        let Some(r) = call else {
+            return Err(abandoned(ctx, run, idx));
+        };
+        match r {
             Ok(()) => run.end(idx, StepStatus::Done, None)?,
             // Already down (a previous attempt got through before dying): that is the goal.
             Err(ToolError::CellDown { .. }) => run.end(idx, StepStatus::Done, Some("cell was already down".into()))?,
@@ -191,11 +195,53 @@ async fn shutdown(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
 async fn stop_service(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
     let idx = run.begin(Step::StopService)?;
     tracing::info!("stopping service {} so the cell stays down", ctx.service.name);
-    match ctx.service.stop_and_confirm(STOP_SETTLE).await {
+    let call = finish_or_abandon(ctx, "the service stop", ctx.service.stop_and_confirm(STOP_SETTLE)).await;
+    let Some(r) = call else {
+        return Err(abandoned(ctx, run, idx));
+    };
+    match r {
         Ok(()) => run.end(idx, StepStatus::Done, None)?,
         Err(e) => return Err(run.fail_step(idx, e.into())),
     }
     run.drain_event(Event::ServiceStopped)
+}
+
+/// A shutdown step under way when a signal comes is finished, not abandoned half-way (the cell
+/// is going down), but within the budget after a signal (`[drain] rollback_budget`): a call
+/// that hangs does not hold a stop request for its whole tool timeout. None: abandoned.
+async fn finish_or_abandon<T>(ctx: &Ctx<'_>, what: &str, call: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::pin!(call);
+    let mut sig = ctx.sig.clone();
+    tokio::select! {
+        biased;
+        r = &mut call => return Some(r),
+        s = sig.received() => {
+            tracing::warn!(
+                "{}: the shutdown had begun; finishing {what} (at most {})",
+                signals::name(s),
+                humantime::format_duration(ctx.s.rollback_budget)
+            );
+        }
+    }
+    tokio::time::timeout(ctx.s.rollback_budget, call).await.ok()
+}
+
+/// The step stays recorded as started (it may have taken effect): a rerun finishes it.
+fn abandoned(ctx: &Ctx<'_>, run: &mut Run, idx: usize) -> Error {
+    let s = ctx.sig.pending().unwrap_or(signal_hook::consts::SIGTERM);
+    run.rec.steps[idx].detail = Some(format!(
+        "abandoned: {} received and the step did not end within the budget",
+        signals::name(s)
+    ));
+    let _ = run.save();
+    Error::Interrupted {
+        signal: s,
+        name: signals::name(s),
+        state: format!(
+            "the shutdown had begun and its step did not end within [drain] rollback_budget: rerun `cellctl {}` to finish it",
+            run.rec.command
+        ),
+    }
 }
 
 /// Undo what this run changed, newest first. Journal write failures do not stop an undo. After

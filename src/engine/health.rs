@@ -57,6 +57,15 @@ pub(crate) async fn start_and_wait<R: Recorder>(
     r
 }
 
+fn interrupted(sg: i32) -> Error {
+    Error::Interrupted {
+        signal: sg,
+        name: signals::name(sg),
+        state: "the cell was started but not yet seen healthy: rerun `cellctl upgrade` (or `cellctl start`) to finish"
+            .into(),
+    }
+}
+
 async fn until_healthy<R: Recorder>(
     rec: &mut R,
     tool: &CellTool,
@@ -68,8 +77,13 @@ async fn until_healthy<R: Recorder>(
     let until = Instant::now() + deadline;
     let mut maintenance_checked = false;
     loop {
+        // A signal ends the wait, even if the cell would have answered healthy just after.
+        if let Some(sg) = sig.pending() {
+            return Err(interrupted(sg));
+        }
         let last: NotUp = match s.health.probe(&client).await {
-            Ok(()) => return Ok(()),
+            // A signal during the probe still ends the run as interrupted, as documented.
+            Ok(()) => return sig.pending().map_or(Ok(()), |sg| Err(interrupted(sg))),
             Err(e) => e,
         };
         // A cell that came up showing the maintenance message answers 503 for ever: once it
@@ -101,11 +115,7 @@ async fn until_healthy<R: Recorder>(
         }
         tokio::select! {
             biased;
-            sg = sig.received() => return Err(Error::Interrupted {
-                signal: sg,
-                name: signals::name(sg),
-                state: "the cell was started but not yet seen healthy: rerun `cellctl upgrade` (or `cellctl start`) to finish".into(),
-            }),
+            sg = sig.received() => return Err(interrupted(sg)),
             () = tokio::time::sleep(s.health.interval.min(until - now)) => {}
         }
     }

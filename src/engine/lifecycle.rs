@@ -252,6 +252,11 @@ fn drain_conclusion(run: &mut Run, result: Result<(), Error>, sig: &SignalWatch)
         return c;
     }
     c.result = drain_result(run, outcome, result, sig);
+    // A signal ended a step that had no end (a shutdown step abandoned at its budget).
+    if outcome.is_none() && matches!(c.result, Err(Error::Interrupted { .. })) {
+        c.outcome = Outcome::Interrupted;
+        c.reported = Outcome::Interrupted;
+    }
     c
 }
 
