@@ -124,6 +124,7 @@ enum Fault {
     ReadOnly,
     Unhealthy,
     ReceiverDown,
+    Noise,
 }
 
 const FAULTS: &[Fault] = &[
@@ -138,6 +139,7 @@ const FAULTS: &[Fault] = &[
     Fault::ReadOnly,
     Fault::Unhealthy,
     Fault::ReceiverDown,
+    Fault::Noise,
 ];
 
 impl Fault {
@@ -154,6 +156,7 @@ impl Fault {
             Fault::ReadOnly => "state dir read-only",
             Fault::Unhealthy => "health never healthy",
             Fault::ReceiverDown => "receiver down",
+            Fault::Noise => "huge tool output",
         }
     }
     /// The simulator's fault kind for the vendor-tool faults.
@@ -204,6 +207,9 @@ impl Fault {
             Fault::Unhealthy => "`cellsim set startup_delay=10m` before the run, --health-deadline 1s",
             Fault::ReceiverDown => {
                 "report webhook (with step events) on a loopback receiver that stops listening once the step has started (before the run for preflight); recovery adds `cellctl report flush` with the receiver back"
+            }
+            Fault::Noise => {
+                "a one-shot hook in front of both vendor tools: the step's call (by its argv word; wait: set once waiting) first prints 12 MB on stdout and 12 MB on stderr (half random bytes, half long text lines), then the real tool answers; the run must go on as without it, its printed output and saved report bounded (< 1 MiB)"
             }
         }
     }
@@ -261,6 +267,7 @@ const NA_STOP_TOOL: &str = "tool faults at stop_service: `systemctl stop` is the
 const NA_STOP_PW: &str = "password rejected at stop_service: `systemctl stop` takes no credentials";
 const NA_STOP_STATE: &str =
     "state dir full/read-only at stop_service: the step writes the same records as shutdown, whose column covers them";
+const NA_NOISE: &str = "huge tool output at stop_service, install and start/health: not a vendor tool step (systemctl, the installer in its unit, health polls); exec's bounded capture is shared by all, tested in src/adapters/exec.rs";
 const NA_HANG_SIG_INSTALL: &str = "tool hang + SIGTERM at install: the installer is not a tool call (it runs in a transient unit with its own [install] timeout, which a signal does not end: the SIGTERM and tool hang cells)";
 const NA_HANG_SIG_START: &str = "tool hang + SIGTERM at start/health: a hung tool call there is one health poll's (the tool hang cell), and a signal during the health wait is the SIGTERM cell";
 
@@ -292,6 +299,11 @@ fn expect(cmd: Cmd, fault: Fault, step: Step) -> Result<Expect, &'static str> {
         (Unhealthy, Start) => e(22, "changed", Jr::Kept, Recovery::Rerun),
         (Unhealthy, _) => Err(NA_HEALTH),
         (Password, MaintenanceOn) => Err(NA_MAINT_PW),
+        // Output is bounded and the answer found in the noise: as if there were none.
+        (Noise, Preflight | MaintenanceOn | Quiesce | Wait | Shutdown) => {
+            e(0, finished, Jr::Absent, Recovery::NothingLeft)
+        }
+        (Noise, _) => Err(NA_NOISE),
         (Password, StopService) => Err(NA_STOP_PW),
         (Hang | Crash | Garbage | HangSigterm, StopService) => Err(NA_STOP_TOOL),
         (Full | ReadOnly, StopService) => Err(NA_STOP_STATE),
@@ -385,7 +397,8 @@ fn trigger(fault: Fault, step: Step) -> Trigger {
     use Step::*;
     match (fault, step) {
         (Unhealthy, _) => Trigger::Pre,
-        (Hang | Crash | Garbage | HangSigterm, Wait) => Trigger::Waiting,
+        (Hang | Crash | Garbage | HangSigterm | Noise, Wait) => Trigger::Waiting,
+        (Noise, _) => Trigger::Pre,
         (HangSigterm, _) => Trigger::HungCall,
         // The start step's tool faults must be in place before the start: set during the install.
         (Hang | Crash | Garbage | Password, Start) => Trigger::Stage("install"),
@@ -905,6 +918,11 @@ impl Ctx {
         for tool in ["cell-management-tool", "vmware-vcd-cell"] {
             gate_tool(&x.c.dir.join("bin").join(tool), &x.marker("gate"));
         }
+        if fault == Fault::Noise {
+            for tool in ["cell-management-tool", "vmware-vcd-cell"] {
+                noise_tool(&x.c.dir.join("bin").join(tool), &x.marker("noise"));
+            }
+        }
         if step == Step::StopService {
             // `systemctl stop` held in flight (as `slow_stop` in tests/hardening.rs, but by a gate).
             gate_tool(&x.c.dir.join("bin/systemctl"), &x.marker("gate"));
@@ -1201,6 +1219,15 @@ exec '{real}' "$@"
                 self.immutable = Some(Immutable::apply(&self.c.state, self.ro_method).unwrap());
             }
             (ReceiverDown, Preflight) => self.rx.as_mut().unwrap().down(),
+            (Noise, _) => {
+                let word = match self.step {
+                    MaintenanceOn => "maintenance",
+                    Quiesce => "--quiesce",
+                    Shutdown => "--shutdown",
+                    _ => "--status",
+                };
+                std::fs::write(self.marker("noise"), word).unwrap();
+            }
             (Unhealthy, Start) => {
                 self.c.sim(&["set", "startup_delay=10m"]);
             }
@@ -1255,9 +1282,11 @@ exec '{real}' "$@"
                 self.delivered_before_down = Some(rx.bodies.lock().unwrap().clone());
             }
             Unhealthy => panic!("health is set before the run"),
+            // Wait: the next status poll is noisy.
+            Noise => std::fs::write(self.marker("noise"), "--status").unwrap(),
         }
         // A fault that needs a journal write while waiting: let the jobs end.
-        if self.step == Step::Wait && matches!(self.fault, Full | ReadOnly | ReceiverDown) {
+        if self.step == Step::Wait && matches!(self.fault, Full | ReadOnly | ReceiverDown | Noise) {
             self.c.sim(&["jobs", "finish", "--all"]);
         }
         // Tool faults at start/health: hold the start until the cell can come up showing the
@@ -1467,6 +1496,9 @@ exec '{real}' "$@"
         self.check_hit_step(doc.as_ref());
         self.check_fault_consumed();
         self.check_signal_specifics();
+        if self.fault == Fault::Noise {
+            self.check_bounded(run, doc.as_ref());
+        }
         self.check_cell(doc.as_ref(), Some(exp.left), exp.journal, "after the fault");
     }
 
@@ -1614,6 +1646,25 @@ exec '{real}' "$@"
                 });
             }
         }
+    }
+
+    /// huge tool output: the noise was printed (the hook used up), and nothing cellctl printed
+    /// or saved carries it whole.
+    fn check_bounded(&mut self, run: &Run, doc: Option<&Value>) {
+        const BOUND: usize = 1 << 20;
+        let left = std::fs::read_to_string(self.marker("noise")).ok();
+        self.check(left.is_none(), || {
+            format!("the noisy call never came (marker {left:?} left)")
+        });
+        let printed = run.stdout.len() + run.stderr.len();
+        self.check(printed < BOUND, || {
+            format!("cellctl printed {printed} bytes after 24 MB of tool output")
+        });
+        let saved = doc
+            .and_then(|d| d["report_id"].as_str())
+            .and_then(|id| std::fs::metadata(self.c.state.join("reports").join(format!("{id}.json"))).ok())
+            .map_or(0, |m| m.len());
+        self.check(saved < BOUND as u64, || format!("the saved report is {saved} bytes"));
     }
 
     /// What the signal cells promise beyond the common checks: the hung tool call does not
@@ -2358,6 +2409,25 @@ fn gate_tool(tool: &Path, gate: &Path) {
         &format!(
             "#!/bin/sh\ng='{}'\nif [ -f \"$g\" ]; then w=$(cat \"$g\"); case \" $* \" in *\" $w \"*) while [ -f \"$g\" ]; do sleep 0.02; done ;; esac; fi\n{rest}",
             gate.display()
+        ),
+        mode,
+    );
+}
+
+/// A tool call whose argv holds the word in `marker` (one-shot: the marker is removed) first
+/// prints 12 MB on each of stdout and stderr, random bytes then long text lines, before the
+/// real tool gives its normal answer.
+fn noise_tool(tool: &Path, marker: &Path) {
+    let text = std::fs::read_to_string(tool).unwrap();
+    let rest = text.strip_prefix("#!/bin/sh\n").expect("a shell wrapper");
+    let mode = std::fs::metadata(tool).unwrap().permissions().mode();
+    let line = "DEBUG com.vmware.vcloud.noise 0123456789abcdefghijklmnopqrstuvwxyz ".repeat(40);
+    write_executable(
+        tool,
+        &format!(
+            "#!/bin/sh\nn='{}'\nif [ -f \"$n\" ]; then w=$(cat \"$n\"); case \" $* \" in *\" $w \"*) rm -f \"$n\"\n\
+             for fd in 1 2; do {{ head -c 6000000 /dev/urandom; yes '{line}' | head -c 6000000; echo; }} >&$fd; done ;; esac; fi\n{rest}",
+            marker.display()
         ),
         mode,
     );
