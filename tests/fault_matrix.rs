@@ -69,8 +69,17 @@ impl Cmd {
     fn steps(self) -> &'static [Step] {
         use Step::*;
         match self {
-            Cmd::Drain => &[Preflight, MaintenanceOn, Quiesce, Wait, Shutdown],
-            Cmd::Upgrade => &[Preflight, MaintenanceOn, Quiesce, Wait, Shutdown, Install, Start],
+            Cmd::Drain => &[Preflight, MaintenanceOn, Quiesce, Wait, Shutdown, StopService],
+            Cmd::Upgrade => &[
+                Preflight,
+                MaintenanceOn,
+                Quiesce,
+                Wait,
+                Shutdown,
+                StopService,
+                Install,
+                Start,
+            ],
         }
     }
 }
@@ -82,6 +91,7 @@ enum Step {
     Quiesce,
     Wait,
     Shutdown,
+    StopService,
     Install,
     Start,
 }
@@ -94,6 +104,7 @@ impl Step {
             Step::Quiesce => "quiesce",
             Step::Wait => "wait",
             Step::Shutdown => "shutdown",
+            Step::StopService => "stop_service",
             Step::Install => "install",
             Step::Start => "start/health",
         }
@@ -107,11 +118,13 @@ enum Fault {
     Garbage,
     Password,
     Sigterm,
+    HangSigterm,
     Kill9,
     Full,
     ReadOnly,
     Unhealthy,
     ReceiverDown,
+    Noise,
 }
 
 const FAULTS: &[Fault] = &[
@@ -120,11 +133,13 @@ const FAULTS: &[Fault] = &[
     Fault::Garbage,
     Fault::Password,
     Fault::Sigterm,
+    Fault::HangSigterm,
     Fault::Kill9,
     Fault::Full,
     Fault::ReadOnly,
     Fault::Unhealthy,
     Fault::ReceiverDown,
+    Fault::Noise,
 ];
 
 impl Fault {
@@ -135,17 +150,19 @@ impl Fault {
             Fault::Garbage => "tool garbage",
             Fault::Password => "password rejected",
             Fault::Sigterm => "SIGTERM",
+            Fault::HangSigterm => "tool hang + SIGTERM",
             Fault::Kill9 => "kill -9 + rerun",
             Fault::Full => "state dir full",
             Fault::ReadOnly => "state dir read-only",
             Fault::Unhealthy => "health never healthy",
             Fault::ReceiverDown => "receiver down",
+            Fault::Noise => "huge tool output",
         }
     }
     /// The simulator's fault kind for the vendor-tool faults.
     fn sim_kind(self) -> &'static str {
         match self {
-            Fault::Hang => "hang",
+            Fault::Hang | Fault::HangSigterm => "hang",
             Fault::Crash => "crash",
             _ => "garble",
         }
@@ -153,7 +170,7 @@ impl Fault {
     /// The kind written to our own one-shot fault hooks (vmware-vcd-cell, the installer).
     fn hook_kind(self) -> &'static str {
         match self {
-            Fault::Hang => "hang",
+            Fault::Hang | Fault::HangSigterm => "hang",
             Fault::Crash => "crash",
             _ => "garbage",
         }
@@ -172,8 +189,15 @@ impl Fault {
             Fault::Password => {
                 "`cellsim set password=...` before the run (preflight) or once the step is recorded as started (its tool call held by a gate until then); cellctl keeps the old password; start/health: --health-deadline 3s"
             }
-            Fault::Sigterm => "SIGTERM to cellctl once the step is recorded as started (lock file for preflight)",
-            Fault::Kill9 => "SIGKILL to cellctl once the step is recorded as started, then the same command again",
+            Fault::Sigterm => {
+                "SIGTERM to cellctl once the step is recorded as started (lock file for preflight); stop_service: while `systemctl stop` is held by a gate"
+            }
+            Fault::HangSigterm => {
+                "the step's tool call hangs as for tool hang, but under the default 5m --tool-timeout and `[drain] rollback_budget = \"2s\"`, so only the signal can end it; SIGTERM once the hung call is under way (its invocation record has no exit code; maintenance_on: the hook's `sleep 3600` has started); the hung process must be gone afterwards"
+            }
+            Fault::Kill9 => {
+                "SIGKILL to cellctl once the step is recorded as started (stop_service: `systemctl stop` held by a gate), then the same command again"
+            }
             Fault::Full => {
                 "RLIMIT_FSIZE: `ulimit -f 0` from the start (preflight), else `prlimit --pid <cellctl> --fsize=0:unlimited` once the step has started (EFBIG on every later file write; SIGXFSZ ignored). The cell's tools and the transient unit lift the limit (they would not share cellctl's limit)"
             }
@@ -183,6 +207,9 @@ impl Fault {
             Fault::Unhealthy => "`cellsim set startup_delay=10m` before the run, --health-deadline 1s",
             Fault::ReceiverDown => {
                 "report webhook (with step events) on a loopback receiver that stops listening once the step has started (before the run for preflight); recovery adds `cellctl report flush` with the receiver back"
+            }
+            Fault::Noise => {
+                "a one-shot hook in front of both vendor tools: the step's call (by its argv word; wait: set once waiting) first prints 12 MB on stdout and 12 MB on stderr (half random bytes, half long text lines), then the real tool answers; the run must go on as without it, its printed output and saved report bounded (< 1 MiB)"
             }
         }
     }
@@ -236,6 +263,13 @@ struct Expect {
 const NA_HEALTH: &str = "health never healthy: the health endpoint is polled only in upgrade's start/health step";
 const NA_MAINT_PW: &str = "password rejected at maintenance_on: `vmware-vcd-cell maintenance` takes no credentials";
 const NA_INSTALL_PW: &str = "password rejected at install: the installer is not given the administrator password";
+const NA_STOP_TOOL: &str = "tool faults at stop_service: `systemctl stop` is the service manager, not a vendor tool call (a signal there is the SIGTERM and kill -9 cells)";
+const NA_STOP_PW: &str = "password rejected at stop_service: `systemctl stop` takes no credentials";
+const NA_STOP_STATE: &str =
+    "state dir full/read-only at stop_service: the step writes the same records as shutdown, whose column covers them";
+const NA_NOISE: &str = "huge tool output at stop_service, install and start/health: not a vendor tool step (systemctl, the installer in its unit, health polls); exec's bounded capture is shared by all, tested in src/adapters/exec.rs";
+const NA_HANG_SIG_INSTALL: &str = "tool hang + SIGTERM at install: the installer is not a tool call (it runs in a transient unit with its own [install] timeout, which a signal does not end: the SIGTERM and tool hang cells)";
+const NA_HANG_SIG_START: &str = "tool hang + SIGTERM at start/health: a hung tool call there is one health poll's (the tool hang cell), and a signal during the health wait is the SIGTERM cell";
 
 /// The documented behaviour of each cell (README: exit codes, Signals, Upgrading, Reporting back).
 fn expect(cmd: Cmd, fault: Fault, step: Step) -> Result<Expect, &'static str> {
@@ -265,6 +299,22 @@ fn expect(cmd: Cmd, fault: Fault, step: Step) -> Result<Expect, &'static str> {
         (Unhealthy, Start) => e(22, "changed", Jr::Kept, Recovery::Rerun),
         (Unhealthy, _) => Err(NA_HEALTH),
         (Password, MaintenanceOn) => Err(NA_MAINT_PW),
+        // Output is bounded and the answer found in the noise: as if there were none.
+        (Noise, Preflight | MaintenanceOn | Quiesce | Wait | Shutdown) => {
+            e(0, finished, Jr::Absent, Recovery::NothingLeft)
+        }
+        (Noise, _) => Err(NA_NOISE),
+        (Password, StopService) => Err(NA_STOP_PW),
+        (Hang | Crash | Garbage | HangSigterm, StopService) => Err(NA_STOP_TOOL),
+        (Full | ReadOnly, StopService) => Err(NA_STOP_STATE),
+        (HangSigterm, Install) => Err(NA_HANG_SIG_INSTALL),
+        (HangSigterm, Start) => Err(NA_HANG_SIG_START),
+        // The hung call is abandoned at once (nothing of it is waited out) and what the run
+        // changed is undone within the rollback budget.
+        (HangSigterm, Preflight | MaintenanceOn | Quiesce | Wait) => e(143, "unchanged", Jr::Absent, Recovery::Rerun),
+        // Past the point of no return: the hung `--shutdown` gets the rollback budget, then is
+        // abandoned with its step left `started`; the journal says a rerun finishes it.
+        (HangSigterm, Shutdown) => e(143, "changed", Jr::Kept, Recovery::Rerun),
         (Password, Install) => Err(NA_INSTALL_PW),
         // After the start the tool is needed only if the started cell shows the maintenance
         // message (the cell here does): a failed call is retried on the next health poll...
@@ -286,9 +336,9 @@ fn expect(cmd: Cmd, fault: Fault, step: Step) -> Result<Expect, &'static str> {
         (Password, Shutdown) => e(6, "changed", Jr::Kept, Recovery::Rerun),
         (Sigterm, Preflight | MaintenanceOn | Quiesce | Wait) => e(143, "unchanged", Jr::Absent, Recovery::Rerun),
         // "once shutdown has begun it is finished and recorded"
-        (Sigterm, Shutdown) if !up => e(143, "shut_down", Jr::Absent, Recovery::NothingLeft),
+        (Sigterm, Shutdown | StopService) if !up => e(143, "shut_down", Jr::Absent, Recovery::NothingLeft),
         // The upgrade stops there (or at the install, which runs on): a rerun continues it.
-        (Sigterm, Shutdown | Install) => e(143, "shut_down", Jr::Kept, Recovery::Rerun),
+        (Sigterm, Shutdown | StopService | Install) => e(143, "shut_down", Jr::Kept, Recovery::Rerun),
         (Sigterm, Start) => e(143, "changed", Jr::Kept, Recovery::Rerun),
         (Kill9, _) => Ok(Expect {
             code: None,
@@ -338,6 +388,8 @@ enum Trigger {
     Stage(&'static str),
     /// The transient install unit's wrapper has written its pid file.
     UnitRunning,
+    /// The step's tool call hangs (`Ctx::hung_pid` finds it).
+    HungCall,
 }
 
 fn trigger(fault: Fault, step: Step) -> Trigger {
@@ -345,7 +397,9 @@ fn trigger(fault: Fault, step: Step) -> Trigger {
     use Step::*;
     match (fault, step) {
         (Unhealthy, _) => Trigger::Pre,
-        (Hang | Crash | Garbage, Wait) => Trigger::Waiting,
+        (Hang | Crash | Garbage | HangSigterm | Noise, Wait) => Trigger::Waiting,
+        (Noise, _) => Trigger::Pre,
+        (HangSigterm, _) => Trigger::HungCall,
         // The start step's tool faults must be in place before the start: set during the install.
         (Hang | Crash | Garbage | Password, Start) => Trigger::Stage("install"),
         (Hang | Crash | Garbage, _) => Trigger::Pre,
@@ -355,6 +409,7 @@ fn trigger(fault: Fault, step: Step) -> Trigger {
         (_, Quiesce) => Trigger::StepStarted("quiesce"),
         (_, Wait) => Trigger::Waiting,
         (_, Shutdown) => Trigger::StepStarted("shutdown"),
+        (_, StopService) => Trigger::StepStarted("stop_service"),
         (_, Install) => Trigger::UnitRunning,
         (_, Start) => Trigger::Stage("start"),
     }
@@ -446,6 +501,10 @@ fn render(results: &[CellResult], env: &Env, elapsed: Duration, jobs: usize) -> 
         out.push_str(&format!("  - {why}\n"));
     }
     out.push_str("  - drain has no install and start/health steps (upgrade only)\n");
+    out.push_str(
+        "  - hostile config files, state dirs and password files (owned or writable by others) are refused before any \
+         step: tests/security.rs covers them\n",
+    );
     let mut unavailable: Vec<String> = results
         .iter()
         .filter_map(|r| match &r.verdict {
@@ -828,6 +887,8 @@ struct Ctx {
     after_injection: Option<Value>,
     /// The webhook bodies the receiver had taken when it went down.
     delivered_before_down: Option<Vec<String>>,
+    /// tool hang + SIGTERM: the pid of the hung tool call, which must not outlive the run.
+    hung: Option<i32>,
     c: Cell,
 }
 
@@ -850,11 +911,21 @@ impl Ctx {
             at_injection: None,
             after_injection: None,
             delivered_before_down: None,
+            hung: None,
             c,
         };
         x.install_vcd_cell_hook();
         for tool in ["cell-management-tool", "vmware-vcd-cell"] {
             gate_tool(&x.c.dir.join("bin").join(tool), &x.marker("gate"));
+        }
+        if fault == Fault::Noise {
+            for tool in ["cell-management-tool", "vmware-vcd-cell"] {
+                noise_tool(&x.c.dir.join("bin").join(tool), &x.marker("noise"));
+            }
+        }
+        if step == Step::StopService {
+            // `systemctl stop` held in flight (as `slow_stop` in tests/hardening.rs, but by a gate).
+            gate_tool(&x.c.dir.join("bin/systemctl"), &x.marker("gate"));
         }
         if cmd == Cmd::Upgrade {
             x.served = Some(x.c.serve());
@@ -919,7 +990,7 @@ m='{marker}'
 if [ "${{1:-}}" = maintenance ] && [ -f "$m" ]; then
     k=$(cat "$m"); rm -f "$m"
     case "$k" in
-        hang) exec sleep 3600 ;;
+        hang) echo $$ > '{hung}'; exec sleep 3600 ;;
         crash) printf '%s\n' 'Exception in thread "main" java.lang.IllegalStateException: simulated crash' '	at com.vmware.vcloud.cell.Main.main(Main.java:42)' >&2; exit 1 ;;
         garbage) '{real}' "$@" >/dev/null 2>&1; rc=$?; printf '%s\n' '#@&%$ ~~ !!x0x0 ^^^' '|||{{}}[]~~'; exit $rc ;;
     esac
@@ -927,6 +998,7 @@ fi
 exec '{real}' "$@"
 "#,
             marker = self.marker("vcd-cell").display(),
+            hung = self.marker("hung").display(),
             real = real.display()
         );
         write_executable(&bin.join("vmware-vcd-cell"), &script, 0o755);
@@ -974,6 +1046,10 @@ exec '{real}' "$@"
         let mut cfg = format!(
             "[health]\ninterval = \"100ms\"\nrequest_timeout = \"2s\"\n[install]\ntimeout = \"{install_timeout}\"\n"
         );
+        if self.fault == Fault::HangSigterm {
+            // The abandoned shutdown call and the undo get 2s after the signal, not the default.
+            cfg.push_str("[drain]\nrollback_budget = \"2s\"\n");
+        }
         if let Some(rx) = &self.rx {
             // The test receiver speaks plain HTTP on loopback.
             self.c.allow_plain_http();
@@ -992,7 +1068,11 @@ exec '{real}' "$@"
     /// The command under test (or its recovery rerun).
     fn command(&self, tool_timeout: &str, deadline: &str, extra: &[&str]) -> Command {
         let mut cmd = self.c.cellctl();
-        cmd.args(["--json", "--tool-timeout", tool_timeout]);
+        cmd.arg("--json");
+        // Empty: cellctl's default (5m), so that only a signal ends a hung call.
+        if !tool_timeout.is_empty() {
+            cmd.args(["--tool-timeout", tool_timeout]);
+        }
         match self.cmd {
             Cmd::Drain => {
                 cmd.args(["drain", "--poll-interval", "100ms", "--deadline", deadline]);
@@ -1071,6 +1151,7 @@ exec '{real}' "$@"
             Trigger::Lock => gate("--status"),
             Trigger::StepStarted("quiesce") => gate("--quiesce"),
             Trigger::StepStarted("shutdown") => gate("--shutdown"),
+            Trigger::StepStarted("stop_service") => gate("stop"),
             Trigger::StepStarted(_) => gate("maintenance"),
             Trigger::Waiting => {
                 self.c.sim(&["jobs", "add", "--never", "--operation", "vappDeploy"]);
@@ -1114,7 +1195,7 @@ exec '{real}' "$@"
         use Fault::*;
         use Step::*;
         match (self.fault, self.step) {
-            (Hang | Crash | Garbage, Preflight | Quiesce | Shutdown) => {
+            (Hang | Crash | Garbage | HangSigterm, Preflight | Quiesce | Shutdown) => {
                 let op = match self.step {
                     Preflight => "status",
                     Quiesce => "quiesce",
@@ -1123,7 +1204,7 @@ exec '{real}' "$@"
                 self.c
                     .sim(&["fault", self.fault.sim_kind(), "--op", op, "--times", "1"]);
             }
-            (Hang | Crash | Garbage, MaintenanceOn) => {
+            (Hang | Crash | Garbage | HangSigterm, MaintenanceOn) => {
                 std::fs::write(self.marker("vcd-cell"), self.fault.hook_kind()).unwrap();
             }
             (Hang | Crash | Garbage, Install) => {
@@ -1138,6 +1219,15 @@ exec '{real}' "$@"
                 self.immutable = Some(Immutable::apply(&self.c.state, self.ro_method).unwrap());
             }
             (ReceiverDown, Preflight) => self.rx.as_mut().unwrap().down(),
+            (Noise, _) => {
+                let word = match self.step {
+                    MaintenanceOn => "maintenance",
+                    Quiesce => "--quiesce",
+                    Shutdown => "--shutdown",
+                    _ => "--status",
+                };
+                std::fs::write(self.marker("noise"), word).unwrap();
+            }
             (Unhealthy, Start) => {
                 self.c.sim(&["set", "startup_delay=10m"]);
             }
@@ -1161,6 +1251,18 @@ exec '{real}' "$@"
             Sigterm => {
                 nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
             }
+            HangSigterm => {
+                if self.step == Step::Wait {
+                    self.c.sim(&["fault", "hang", "--op", "status"]);
+                }
+                let until = Instant::now() + Duration::from_secs(30);
+                while self.hung.is_none() && Instant::now() < until {
+                    self.hung = self.hung_pid();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert!(self.hung.is_some(), "the tool call never hung");
+                nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+            }
             Kill9 => {
                 nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
             }
@@ -1180,9 +1282,11 @@ exec '{real}' "$@"
                 self.delivered_before_down = Some(rx.bodies.lock().unwrap().clone());
             }
             Unhealthy => panic!("health is set before the run"),
+            // Wait: the next status poll is noisy.
+            Noise => std::fs::write(self.marker("noise"), "--status").unwrap(),
         }
         // A fault that needs a journal write while waiting: let the jobs end.
-        if self.step == Step::Wait && matches!(self.fault, Full | ReadOnly | ReceiverDown) {
+        if self.step == Step::Wait && matches!(self.fault, Full | ReadOnly | ReceiverDown | Noise) {
             self.c.sim(&["jobs", "finish", "--all"]);
         }
         // Tool faults at start/health: hold the start until the cell can come up showing the
@@ -1212,10 +1316,30 @@ exec '{real}' "$@"
         Ok(())
     }
 
+    /// tool hang + SIGTERM: the pid of the step's hung tool call (maintenance_on: the hook's
+    /// `sleep`, which keeps the pid it wrote; the others: a simulator call with no exit code yet).
+    fn hung_pid(&self) -> Option<i32> {
+        let words: &[&str] = match self.step {
+            Step::MaintenanceOn => {
+                let t = std::fs::read_to_string(self.marker("hung")).ok()?;
+                return t.trim().parse().ok();
+            }
+            Step::Quiesce => &["--quiesce", "true"],
+            Step::Shutdown => &["--shutdown"],
+            _ => &["--status"],
+        };
+        self.c.invocations().iter().find_map(|r| {
+            let argv: Vec<&str> = r["argv"].as_array()?.iter().filter_map(Value::as_str).collect();
+            let all = words.iter().all(|w| argv.contains(w));
+            (all && r["exit_code"].is_null()).then(|| r["pid"].as_i64().and_then(|p| i32::try_from(p).ok()))?
+        })
+    }
+
     fn trigger_hit(&self, trig: Trigger, pid: i32) -> bool {
         let cur = || self.c.current();
         match trig {
             Trigger::Pre => true,
+            Trigger::HungCall => self.hung_pid().is_some(),
             Trigger::Lock => {
                 std::fs::read_to_string(self.c.state.join("lock")).is_ok_and(|t| t.contains(&format!("\"pid\":{pid}")))
             }
@@ -1239,10 +1363,14 @@ exec '{real}' "$@"
 
     /// Run the command with the fault injected at the step. None when it could not be run.
     fn fault_run(&mut self, trig: Trigger) -> Option<Run> {
-        if trig == Trigger::Pre {
+        if matches!(trig, Trigger::Pre | Trigger::HungCall) {
             self.inject_before();
         }
-        let tool_timeout = if self.fault == Fault::Hang { "1s" } else { "20s" };
+        let tool_timeout = match self.fault {
+            Fault::Hang => "1s",
+            Fault::HangSigterm => "",
+            _ => "20s",
+        };
         let cmd = self.command(tool_timeout, "60s", &[]);
         let mut cmd = match (self.fault, self.step) {
             // Ignore SIGXFSZ (as a daemon would have to), so a write past the limit fails with EFBIG.
@@ -1357,7 +1485,7 @@ exec '{real}' "$@"
                     format!("the report's error is {} (state dir unusable)", doc["error"])
                 });
             }
-            if self.fault == Fault::Sigterm {
+            if matches!(self.fault, Fault::Sigterm | Fault::HangSigterm) {
                 self.check(
                     doc["outcome"] == "interrupted" && doc["error"]["kind"] == "terminated",
                     || format!("SIGTERM: outcome {} error {}", doc["outcome"], doc["error"]),
@@ -1367,6 +1495,10 @@ exec '{real}' "$@"
         }
         self.check_hit_step(doc.as_ref());
         self.check_fault_consumed();
+        self.check_signal_specifics();
+        if self.fault == Fault::Noise {
+            self.check_bounded(run, doc.as_ref());
+        }
         self.check_cell(doc.as_ref(), Some(exp.left), exp.journal, "after the fault");
     }
 
@@ -1389,7 +1521,8 @@ exec '{real}' "$@"
             Shutdown => ("--shutdown", Some("shutdown")),
             MaintenanceOn => ("vmware-vcd-cell maintenance", Some("maintenance_on")),
             Install => ("installer", Some("install")),
-            Start => unreachable!(),
+            // No tool fault is aimed at these (not applicable, or checked above).
+            StopService | Start => unreachable!(),
         };
         let msg = doc["error"]["message"].as_str().unwrap_or("");
         self.check(msg.contains(call), || {
@@ -1407,8 +1540,10 @@ exec '{real}' "$@"
     /// step it was aimed at (its record the last one, still `started`), not the one after.
     fn check_hit_step(&mut self, doc: Option<&Value>) {
         use Fault::*;
-        if !matches!(self.fault, Sigterm | Kill9 | Full | ReadOnly | ReceiverDown)
-            || trigger(self.fault, self.step) == Trigger::Pre
+        if !matches!(
+            self.fault,
+            Sigterm | HangSigterm | Kill9 | Full | ReadOnly | ReceiverDown
+        ) || trigger(self.fault, self.step) == Trigger::Pre
         {
             return;
         }
@@ -1453,7 +1588,7 @@ exec '{real}' "$@"
                     )
                 });
             }
-            Sigterm => {
+            Sigterm | HangSigterm => {
                 if let Some(doc) = doc {
                     let later = began_after(doc, cmd, step);
                     self.check(later.is_none(), || {
@@ -1500,13 +1635,73 @@ exec '{real}' "$@"
             });
         }
         // (The "gate" markers only hold a step; a run killed early may leave them.)
-        if matches!(self.fault, Fault::Hang | Fault::Crash | Fault::Garbage) {
+        if matches!(
+            self.fault,
+            Fault::Hang | Fault::Crash | Fault::Garbage | Fault::HangSigterm
+        ) {
             for m in ["vcd-cell", "installer"] {
                 let left = std::fs::read_to_string(self.marker(m)).ok();
                 self.check(left.is_none(), || {
                     format!("the {m} hook was never reached (marker {left:?} left)")
                 });
             }
+        }
+    }
+
+    /// huge tool output: the noise was printed (the hook used up), and nothing cellctl printed
+    /// or saved carries it whole.
+    fn check_bounded(&mut self, run: &Run, doc: Option<&Value>) {
+        const BOUND: usize = 1 << 20;
+        let left = std::fs::read_to_string(self.marker("noise")).ok();
+        self.check(left.is_none(), || {
+            format!("the noisy call never came (marker {left:?} left)")
+        });
+        let printed = run.stdout.len() + run.stderr.len();
+        self.check(printed < BOUND, || {
+            format!("cellctl printed {printed} bytes after 24 MB of tool output")
+        });
+        let saved = doc
+            .and_then(|d| d["report_id"].as_str())
+            .and_then(|id| std::fs::metadata(self.c.state.join("reports").join(format!("{id}.json"))).ok())
+            .map_or(0, |m| m.len());
+        self.check(saved < BOUND as u64, || format!("the saved report is {saved} bytes"));
+    }
+
+    /// What the signal cells promise beyond the common checks: the hung tool call does not
+    /// outlive the run; an abandoned shutdown is kept where a rerun picks it up; an upgrade
+    /// stopped at stop_service has begun nothing of the install.
+    fn check_signal_specifics(&mut self) {
+        let j = self.c.current();
+        if self.fault == Fault::HangSigterm {
+            match self.hung {
+                Some(pid) => {
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while alive(pid) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    self.check(!alive(pid), || {
+                        format!("the hung tool call (pid {pid}) outlived the run")
+                    });
+                }
+                None => self.fail("no hung tool call was seen"),
+            }
+            if self.step == Step::Shutdown {
+                let phase = j.as_ref().map(|j| j["phase"].clone()).unwrap_or_default();
+                self.check(phase == "shutting_down" || phase.get("shutting_down").is_some(), || {
+                    format!("the abandoned shutdown is kept in phase {phase}, not shutting_down")
+                });
+            }
+        }
+        if self.fault == Fault::Sigterm && self.step == Step::StopService && self.cmd == Cmd::Upgrade {
+            let ok = j
+                .as_ref()
+                .is_some_and(|j| j["upgrade"]["stage"] == "install" && !began(j, "install"));
+            self.check(ok, || {
+                format!(
+                    "SIGTERM at stop_service: the kept upgrade should stand at stage install with nothing of it begun: {}",
+                    j.as_ref().map_or_else(|| "no journal".to_string(), brief)
+                )
+            });
         }
     }
 
@@ -1952,6 +2147,7 @@ fn journal_steps(step: Step) -> &'static [&'static str] {
         Step::Quiesce => &["quiesce"],
         Step::Wait => &["wait"],
         Step::Shutdown => &["shutdown"],
+        Step::StopService => &["stop_service"],
         Step::Install => &["install"],
         Step::Start => &["start_service", "health"],
     }
@@ -1963,6 +2159,8 @@ fn later_steps(cmd: Cmd, step: Step) -> Vec<&'static str> {
     let i = steps.iter().position(|s| *s == step).expect("a step of the command");
     let mut names: Vec<&str> = steps[i + 1..]
         .iter()
+        // A shutdown once begun is finished, its service stop included: not a step after it.
+        .filter(|s| !(step == Step::Shutdown && **s == Step::StopService))
         .flat_map(|s| journal_steps(*s).iter().copied())
         .collect();
     if step < Step::Shutdown && steps.contains(&Step::Shutdown) {
@@ -2139,6 +2337,11 @@ fn descendants(pid: i32) -> Vec<i32> {
     out
 }
 
+/// A process that exists and is not a zombie (as in tests/hardening.rs).
+fn alive(pid: i32) -> bool {
+    parent_of(pid).is_some_and(|(_, zombie)| !zombie)
+}
+
 fn wait_gone(pids: &[i32], limit: Duration) {
     let until = Instant::now() + limit;
     while Instant::now() < until {
@@ -2206,6 +2409,25 @@ fn gate_tool(tool: &Path, gate: &Path) {
         &format!(
             "#!/bin/sh\ng='{}'\nif [ -f \"$g\" ]; then w=$(cat \"$g\"); case \" $* \" in *\" $w \"*) while [ -f \"$g\" ]; do sleep 0.02; done ;; esac; fi\n{rest}",
             gate.display()
+        ),
+        mode,
+    );
+}
+
+/// A tool call whose argv holds the word in `marker` (one-shot: the marker is removed) first
+/// prints 12 MB on each of stdout and stderr, random bytes then long text lines, before the
+/// real tool gives its normal answer.
+fn noise_tool(tool: &Path, marker: &Path) {
+    let text = std::fs::read_to_string(tool).unwrap();
+    let rest = text.strip_prefix("#!/bin/sh\n").expect("a shell wrapper");
+    let mode = std::fs::metadata(tool).unwrap().permissions().mode();
+    let line = "DEBUG com.vmware.vcloud.noise 0123456789abcdefghijklmnopqrstuvwxyz ".repeat(40);
+    write_executable(
+        tool,
+        &format!(
+            "#!/bin/sh\nn='{}'\nif [ -f \"$n\" ]; then w=$(cat \"$n\"); case \" $* \" in *\" $w \"*) rm -f \"$n\"\n\
+             for fd in 1 2; do {{ head -c 6000000 /dev/urandom; yes '{line}' | head -c 6000000; echo; }} >&$fd; done ;; esac; fi\n{rest}",
+            marker.display()
         ),
         mode,
     );

@@ -100,7 +100,7 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
             rec.ended_at = None;
             (rec, true)
         }
-        None => match p.start(&ctx, report).await? {
+        None => match start(&ctx, p, report).await? {
             Some(rec) => (rec, false),
             None => return Ok(()),
         },
@@ -113,6 +113,24 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
         api.logout().await;
     }
     conclude(run, report, result, &ctx.sig)
+}
+
+/// The preflight and the new record. Nothing is changed yet, so a signal abandons it at once
+/// (the call's process group is killed): a hung preflight call must not hold a stop request
+/// for its whole tool timeout.
+async fn start<P: Procedure>(ctx: &Ctx<'_>, p: &P, report: &mut Report) -> Result<Option<RunRecord>, Error> {
+    let mut sig = ctx.sig.clone();
+    let s = tokio::select! {
+        r = p.start(ctx, report) => return r,
+        s = sig.received() => s,
+    };
+    report.outcome = Outcome::Interrupted;
+    report.cell_left = Some(CellLeft::Unchanged);
+    Err(Error::Interrupted {
+        signal: s,
+        name: signals::name(s),
+        state: "the preflight was abandoned; nothing was changed".into(),
+    })
 }
 
 /// A recorded undo that its process did not finish (the run is not an operator's `resume`
