@@ -747,7 +747,8 @@ mod tests {
     async fn learn_asks_every_source() {
         let d = tempfile::tempdir().unwrap();
         let tr = transient(d.path(), NOT_FOUND);
-        let unit = "cellctl-install-learn";
+        // Unique to this process: another test run on the machine must not see our child.
+        let unit = &format!("cellctl-install-learn-{}", std::process::id());
         assert!(matches!(tr.learn(unit).await, Learned::NeverStarted));
         std::fs::create_dir_all(&tr.dir).unwrap();
         std::fs::write(tr.log_path(unit), "Installing...\n").unwrap();
@@ -757,7 +758,16 @@ mod tests {
             .args(["-c", "sleep 30; exit 0", "systemd-run", &format!("--unit={unit}")])
             .spawn()
             .unwrap();
-        let seen = tr.learn(unit).await;
+        // The child's command line shows in /proc once its exec is through: wait for that
+        // (bounded), not for a fixed time.
+        let mut seen = tr.learn(unit).await;
+        for _ in 0..100 {
+            if matches!(seen, Learned::Running(p) if p == i32::try_from(child.id()).unwrap()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            seen = tr.learn(unit).await;
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(
