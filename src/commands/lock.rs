@@ -20,7 +20,8 @@ pub(crate) async fn lock(s: &Settings, action: LockAction) -> (Report, Result<()
 async fn run(s: &Settings, action: LockAction) -> Result<Report, Error> {
     let Some(c) = slot::client(s)? else {
         return Err(Error::Config(crate::config::ConfigError::Invalid(
-            "no lock is configured: set [lock] etcd or fleetlock in the config (or --lock-etcd / --lock-fleetlock)".into(),
+            "no lock is configured: set [lock] etcd or fleetlock in the config (or --lock-etcd / --lock-fleetlock)"
+                .into(),
         )));
     };
     let local_rec = local::load(&s.state_dir).map_err(|e| Error::Config(crate::config::ConfigError::Invalid(e)))?;
@@ -46,10 +47,12 @@ async fn run(s: &Settings, action: LockAction) -> Result<Report, Error> {
         tracing::info!("released the slot of {id:?} in group {:?} ({by})", c.settings.group);
         if id == c.id {
             // This cell's own slot: its record goes too.
-            local::clear(&s.state_dir).map_err(|e| Error::Journal(crate::store::journal::JournalError::Write {
-                path: local::slot_path(&s.state_dir).display().to_string(),
-                source: e,
-            }))?;
+            local::clear(&s.state_dir).map_err(|e| {
+                Error::Journal(crate::store::journal::JournalError::Write {
+                    path: local::slot_path(&s.state_dir).display().to_string(),
+                    source: e,
+                })
+            })?;
             doc.local = None;
         }
         doc.action = "release";
@@ -73,12 +76,26 @@ pub(crate) fn text(rep: &Report) -> String {
     let Some(d) = &rep.lock else { return String::new() };
     let mut t = String::new();
     if let (Some(id), Some(held)) = (&d.released_id, d.was_held) {
-        let what = if held { "released" } else { "held no slot (nothing to release)" };
+        let what = if held {
+            "released"
+        } else {
+            "held no slot (nothing to release)"
+        };
         let _ = writeln!(t, "{id}: {what}");
     }
-    let _ = writeln!(t, "group {} at {} ({}), this cell's id {}", d.group, d.url, d.backend.as_str(), d.id);
+    let _ = writeln!(
+        t,
+        "group {} at {} ({}), this cell's id {}",
+        d.group,
+        d.url,
+        d.backend.as_str(),
+        d.id
+    );
     if !d.listable {
-        let _ = writeln!(t, "holders: the FleetLock protocol cannot list them; ask the server (e.g. airlock's etcd key)");
+        let _ = writeln!(
+            t,
+            "holders: the FleetLock protocol cannot list them; ask the server (e.g. airlock's etcd key)"
+        );
     } else {
         let total = d.total_slots.map_or("?".into(), |n| n.to_string());
         let _ = writeln!(t, "slots: {} of {total} held", d.holders.len());
@@ -93,7 +110,10 @@ pub(crate) fn text(rep: &Report) -> String {
             l.state,
             l.run_id.as_deref().unwrap_or("?"),
             l.command,
-            l.release_error.as_ref().map(|e| format!(", last release failed: {e}")).unwrap_or_default()
+            l.release_error
+                .as_ref()
+                .map(|e| format!(", last release failed: {e}"))
+                .unwrap_or_default()
         );
     }
     t

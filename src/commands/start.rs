@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::engine::context::{cell_tool, service_of};
-use crate::engine::{health, slot};
 use crate::engine::signals::SignalWatch;
+use crate::engine::{health, slot};
 use crate::error::Error;
 use crate::model::outcome::{CellLeft, CommandName, Outcome};
 use crate::model::time::Timestamp;

@@ -746,7 +746,11 @@ fn lock_settings(
             )));
         }
     }
-    let group = g.lock_group.clone().or(l.group.clone()).unwrap_or_else(|| "default".into());
+    let group = g
+        .lock_group
+        .clone()
+        .or(l.group.clone())
+        .unwrap_or_else(|| "default".into());
     if group.is_empty() || !group.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
         return Err(ConfigError::Invalid(format!(
             "lock group {group:?} (--lock-group, CELLCTL_LOCK_GROUP, [lock] group){} must match [a-zA-Z0-9.-]+ (the FleetLock protocol's rule)",
@@ -772,7 +776,11 @@ fn lock_settings(
     if client_cert.is_some() != client_key.is_some() {
         return Err(ConfigError::Invalid(format!(
             "lock client_cert and client_key (--lock-client-cert/--lock-client-key, [lock]){} go together: set both or neither",
-            at(if client_cert.is_some() { "client_cert" } else { "client_key" })
+            at(if client_cert.is_some() {
+                "client_cert"
+            } else {
+                "client_key"
+            })
         )));
     }
     let wait = match g.lock_wait {

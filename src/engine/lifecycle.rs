@@ -162,7 +162,11 @@ async fn take_slot<P: Procedure>(
             report.slot = Some(slot::release_recorded(ctx.s, rec).await);
         }
         let interrupted = matches!(e, Error::Interrupted { .. });
-        run.rec.outcome = Some(if interrupted { Outcome::Interrupted } else { Outcome::Failed });
+        run.rec.outcome = Some(if interrupted {
+            Outcome::Interrupted
+        } else {
+            Outcome::Failed
+        });
         run.rec.ended_at = Some(Timestamp::now());
         if let Err(je) = run.journal.finish(&run.rec) {
             tracing::error!("{je}");

@@ -76,8 +76,15 @@ pub(crate) async fn take(ctx: &Ctx<'_>, c: &LockClient, run: &mut Run) -> Result
     tracing::info!("taking a slot: {what}");
     match acquire_waiting(ctx, c).await {
         Ok(already) => {
-            save(ctx.s, &record(c, run, SlotState::Held, taken_at.or(Some(Timestamp::now()))))?;
-            let detail = if already { format!("already held: {what}") } else { format!("taken: {what}") };
+            save(
+                ctx.s,
+                &record(c, run, SlotState::Held, taken_at.or(Some(Timestamp::now()))),
+            )?;
+            let detail = if already {
+                format!("already held: {what}")
+            } else {
+                format!("taken: {what}")
+            };
             run.end(idx, StepStatus::Done, Some(detail))
         }
         Err(e) => {
@@ -106,7 +113,10 @@ async fn acquire_waiting(ctx: &Ctx<'_>, c: &LockClient) -> Result<bool, Error> {
             Ok(already) => return Ok(already),
             Err(e) if e.retryable() && tokio::time::Instant::now() + WAIT_POLL <= until => {
                 if !said {
-                    tracing::info!("{e}; waiting up to {} (--lock-wait)", humantime::format_duration(c.settings.wait));
+                    tracing::info!(
+                        "{e}; waiting up to {} (--lock-wait)",
+                        humantime::format_duration(c.settings.wait)
+                    );
                     said = true;
                 }
             }
@@ -200,7 +210,9 @@ fn free_hint(id: &str) -> String {
 /// After the run: release when the cell serves again and nothing is left to continue or undo;
 /// else keep the slot and say why and how to free it.
 pub(crate) async fn settle(s: &Settings, report: &mut Report, finished: bool) {
-    let Ok(Some(rec)) = slot::load(&s.state_dir) else { return };
+    let Ok(Some(rec)) = slot::load(&s.state_dir) else {
+        return;
+    };
     let serving = matches!(report.cell_left, Some(CellLeft::Running | CellLeft::Unchanged));
     if finished && serving {
         report.slot = Some(release_recorded(s, rec).await);
@@ -255,7 +267,10 @@ pub(crate) fn recorded(s: &Settings) -> Option<SlotDoc> {
             rec.release_error.as_deref().unwrap_or("?"),
             rec.id
         ),
-        SlotState::Taking => format!("a take was not confirmed; `cellctl lock status` tells, `cellctl lock release {}` frees it", rec.id),
+        SlotState::Taking => format!(
+            "a take was not confirmed; `cellctl lock status` tells, `cellctl lock release {}` frees it",
+            rec.id
+        ),
         SlotState::Held => keep_hint(&rec.id),
     };
     Some(SlotDoc {

@@ -54,16 +54,22 @@ pub fn slot_path(state_dir: &Path) -> PathBuf {
 pub fn load(state_dir: &Path) -> Result<Option<SlotRecord>, String> {
     let p = slot_path(state_dir);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("{} is not a slot record ({e}); remove it after checking `cellctl lock status`", p.display())),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            format!(
+                "{} is not a slot record ({e}); remove it after checking `cellctl lock status`",
+                p.display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", p.display())),
     }
 }
 
 pub fn save(state_dir: &Path, rec: &SlotRecord) -> Result<(), WriteError> {
-    write_atomic(&slot_path(state_dir), &serde_json::to_vec_pretty(rec).expect("slot record serializes"))
+    write_atomic(
+        &slot_path(state_dir),
+        &serde_json::to_vec_pretty(rec).expect("slot record serializes"),
+    )
 }
 
 /// The slot is no longer held: the file goes (fsync'd directory, so it stays gone).

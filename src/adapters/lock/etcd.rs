@@ -270,8 +270,7 @@ mod tests {
 
     #[test]
     fn airlock_values_are_read_and_their_fields_kept() {
-        let v: SemValue =
-            serde_json::from_str(r#"{"semaphore":{"total_slots":2,"holders":null},"extra":1}"#).unwrap();
+        let v: SemValue = serde_json::from_str(r#"{"semaphore":{"total_slots":2,"holders":null},"extra":1}"#).unwrap();
         assert!(v.semaphore.holders.is_empty());
         let out = serde_json::to_value(&v).unwrap();
         assert_eq!(out["extra"], 1);
