@@ -42,8 +42,10 @@ pub fn serve(listen: SocketAddr, etcd: &str, slots: u64, port_file: Option<&Path
     Ok(())
 }
 
-/// One request: (method, path, headers lower-cased, body).
-fn read_request(r: &mut BufReader<&TcpStream>) -> std::io::Result<(String, String, Vec<(String, String)>, Vec<u8>)> {
+/// One request: method, path, headers (names lower-cased), body.
+type Request = (String, String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(r: &mut BufReader<&TcpStream>) -> std::io::Result<Request> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let mut parts = line.split_whitespace();

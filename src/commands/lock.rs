@@ -91,17 +91,17 @@ pub(crate) fn text(rep: &Report) -> String {
         d.backend.as_str(),
         d.id
     );
-    if !d.listable {
-        let _ = writeln!(
-            t,
-            "holders: the FleetLock protocol cannot list them; ask the server (e.g. airlock's etcd key)"
-        );
-    } else {
+    if d.listable {
         let total = d.total_slots.map_or("?".into(), |n| n.to_string());
         let _ = writeln!(t, "slots: {} of {total} held", d.holders.len());
         for h in &d.holders {
             let _ = writeln!(t, "  {h}");
         }
+    } else {
+        let _ = writeln!(
+            t,
+            "holders: the FleetLock protocol cannot list them; ask the server (e.g. airlock's etcd key)"
+        );
     }
     if let Some(l) = &d.local {
         let _ = writeln!(

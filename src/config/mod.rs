@@ -705,23 +705,26 @@ fn webhook_secret(
     secret.map_err(|e| ConfigError::Invalid(format!("report signing secret: {e}")))
 }
 
-/// `[lock]` (flags and `CELLCTL_LOCK_*` over the file): one backend at most, a FleetLock-valid
-/// group, a slot count of at least 1, and client certificate and key together.
-fn lock_settings(
+/// Where a `[lock]` key stands in the config file, for messages ("" when not from a file).
+fn lock_at(f: &FileConfig, path: Option<&Path>, key: &str) -> String {
+    let line = line_of(&f.text, &format!("lock.{key}"));
+    match (path, line) {
+        (Some(p), Some(n)) => format!(" (config file {} line {n})", p.display()),
+        (Some(p), None) => format!(" (config file {})", p.display()),
+        _ => String::new(),
+    }
+}
+
+/// The one lock backend and its URL (None: no lock); both set, or a URL that is not http(s),
+/// is refused.
+fn lock_backend(
     g: &GlobalArgs,
     f: &FileConfig,
     path: Option<&Path>,
-) -> Result<Option<crate::adapters::lock::LockSettings>, ConfigError> {
-    use crate::adapters::lock::{Backend, LockSettings};
+) -> Result<Option<(crate::adapters::lock::Backend, String)>, ConfigError> {
+    use crate::adapters::lock::Backend;
     let l = &f.lock;
-    let at = |key: &str| {
-        let line = line_of(&f.text, &format!("lock.{key}"));
-        match (path, line) {
-            (Some(p), Some(n)) => format!(" (config file {} line {n})", p.display()),
-            (Some(p), None) => format!(" (config file {})", p.display()),
-            _ => String::new(),
-        }
-    };
+    let at = |key: &str| lock_at(f, path, key);
     let etcd = g.lock_etcd.clone().or(l.etcd.clone());
     let fleetlock = g.lock_fleetlock.clone().or(l.fleetlock.clone());
     let (backend, url, key) = match (etcd, fleetlock) {
@@ -746,6 +749,22 @@ fn lock_settings(
             )));
         }
     }
+    Ok(Some((backend, url)))
+}
+
+/// `[lock]` (flags and `CELLCTL_LOCK_*` over the file): one backend at most, a FleetLock-valid
+/// group, a slot count of at least 1, and client certificate and key together.
+fn lock_settings(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    path: Option<&Path>,
+) -> Result<Option<crate::adapters::lock::LockSettings>, ConfigError> {
+    use crate::adapters::lock::LockSettings;
+    let l = &f.lock;
+    let at = |key: &str| lock_at(f, path, key);
+    let Some((backend, url)) = lock_backend(g, f, path)? else {
+        return Ok(None);
+    };
     let group = g
         .lock_group
         .clone()
