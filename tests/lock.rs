@@ -211,7 +211,15 @@ fn with_one_slot_no_two_cells_are_quiesced_at_once_and_without_a_lock_they_are()
         } else {
             vec![]
         };
-        let cells: Vec<Cell> = ["c1", "c2", "c3"].iter().map(|n| cell(n)).collect();
+        let group = tempfile::tempdir().unwrap();
+        let cells: Vec<Cell> = ["c1", "c2", "c3"]
+            .iter()
+            .map(|n| {
+                let c = Cell::in_group(group.path(), n, &[]);
+                std::fs::write(&c.config, format!("[lock]\nid = \"{n}\"\n")).unwrap();
+                c
+            })
+            .collect();
         for c in &cells {
             c.sim(&["jobs", "add", "--duration", "1s"]);
         }
@@ -255,6 +263,13 @@ fn with_one_slot_no_two_cells_are_quiesced_at_once_and_without_a_lock_they_are()
             "locked={locked}: {:?}",
             refs.iter().map(|c| quiesced_intervals(c)).collect::<Vec<_>>()
         );
+        // The group's own timeline says the same: how many cells were out of service at once.
+        let down = common::Timeline::of_group(group.path()).max_down();
+        if locked {
+            assert_eq!(down, 1, "with one slot, one cell at a time");
+        } else {
+            assert!(down >= 2, "without a lock the drains overlap (max down {down})");
+        }
     }
 }
 
