@@ -1050,6 +1050,36 @@ mod tests {
     }
 
     #[test]
+    fn lock_comes_from_flag_over_file_and_none_means_no_lock() {
+        let (_d, p) = config_with(
+            "[lock]\netcd = \"http://e:2379\"\ngroup = \"g1\"\nwait = \"2m\"\n",
+            0o600,
+        );
+        let g = GlobalArgs {
+            config: Some(p.clone()),
+            lock_group: Some("g2".into()),
+            ..Default::default()
+        };
+        let (s, _, _) = resolve(&g).unwrap();
+        let l = s.lock.unwrap();
+        assert_eq!((l.url.as_str(), l.group.as_str(), l.slots), ("http://e:2379", "g2", 1));
+        assert_eq!(l.wait, Duration::from_secs(120));
+        let (_d2, empty) = config_with("", 0o600);
+        let g = GlobalArgs {
+            config: Some(empty),
+            ..Default::default()
+        };
+        assert!(resolve(&g).unwrap().0.lock.is_none(), "no [lock]: no slot");
+        let (_d3, bad) = config_with("[lock]\nfleetlock = \"ftp://x\"\n", 0o600);
+        let g = GlobalArgs {
+            config: Some(bad),
+            ..Default::default()
+        };
+        let e = resolve(&g).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("--lock-fleetlock"), "{e}");
+    }
+
+    #[test]
     fn explicit_missing_config_is_an_error() {
         let g = GlobalArgs {
             config: Some("/nonexistent/cellctl.toml".into()),
