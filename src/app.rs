@@ -59,6 +59,7 @@ fn command_name(c: &Command) -> Option<CommandName> {
         Command::Start(_) => CommandName::Start,
         Command::Upgrade(_) => CommandName::Upgrade,
         Command::Report(_) => CommandName::Report,
+        Command::Lock(_) => CommandName::Lock,
         Command::RunLogged { .. } | Command::Man { .. } | Command::Completions { .. } => return None,
     })
 }
@@ -103,6 +104,14 @@ pub fn run() -> i32 {
                 res.map_or_else(|e| e.exit_code(), |()| code::OK)
             }
             Command::Report(args) => commands::report::report(&settings, args).await,
+            Command::Lock(args) => {
+                let (rep, res) = commands::lock::lock(&settings, args.action).await;
+                if !settings.json && res.is_ok() {
+                    print!("{}", commands::lock::text(&rep));
+                }
+                rep.emit(settings.json);
+                res.map_or_else(|e| e.exit_code(), |()| code::OK)
+            }
             cmd => run_and_report(name, cmd, &settings, &file, path.as_ref(), started_at).await,
         }
     })

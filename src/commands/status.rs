@@ -79,5 +79,6 @@ async fn report(s: &Settings) -> Result<Report, Error> {
     }
     rep.recorded_run = Some(recorded);
     rep.live_run = live;
+    rep.slot = crate::engine::slot::recorded(s);
     Ok(rep)
 }

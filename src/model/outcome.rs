@@ -14,6 +14,8 @@ pub enum CommandName {
     Start,
     Upgrade,
     Report,
+    /// `lock status` / `lock release`.
+    Lock,
     /// A refused command line that named no command.
     Unknown,
 }
@@ -28,13 +30,17 @@ impl CommandName {
             CommandName::Start => "start",
             CommandName::Upgrade => "upgrade",
             CommandName::Report => "report",
+            CommandName::Lock => "lock",
             CommandName::Unknown => "unknown",
         }
     }
 
     /// Commands that may change the cell (and so leave a run record and a saved report).
     pub fn changes_the_cell(self) -> bool {
-        !matches!(self, CommandName::Status | CommandName::Report | CommandName::Unknown)
+        !matches!(
+            self,
+            CommandName::Status | CommandName::Report | CommandName::Lock | CommandName::Unknown
+        )
     }
 }
 
