@@ -60,6 +60,8 @@ fn command_name(c: &Command) -> Option<CommandName> {
         Command::Upgrade(_) => CommandName::Upgrade,
         Command::Report(_) => CommandName::Report,
         Command::Lock(_) => CommandName::Lock,
+        Command::Preflight(_) => CommandName::Preflight,
+        Command::DbUpgrade(_) => CommandName::DbUpgrade,
         Command::RunLogged { .. } | Command::Man { .. } | Command::Completions { .. } => return None,
     })
 }
@@ -108,6 +110,23 @@ pub fn run() -> i32 {
                 let (rep, res) = commands::lock::lock(&settings, args.action).await;
                 if !settings.json && res.is_ok() {
                     print!("{}", commands::lock::text(&rep));
+                }
+                rep.emit(settings.json);
+                res.map_or_else(|e| e.exit_code(), |()| code::OK)
+            }
+            Command::Preflight(a) => {
+                let o = commands::preflight::PreflightOptions {
+                    package: a.package.or_else(|| file.upgrade.package.clone()),
+                    pkg: cli::PackageArgs {
+                        sha256: a.sha256.or_else(|| file.upgrade.sha256.clone()),
+                        allow_downgrade: a.allow_downgrade,
+                        package_version: a.package_version,
+                        retry_install: false,
+                    },
+                };
+                let (rep, res) = commands::preflight::preflight(&settings, &o).await;
+                if !settings.json {
+                    print!("{}", rep.preflight_text());
                 }
                 rep.emit(settings.json);
                 res.map_or_else(|e| e.exit_code(), |()| code::OK)
@@ -274,6 +293,13 @@ async fn run_command(
             Err(e) => fail(e.into()),
         },
         Command::Resume => execute(settings, &commands::resume::Resume, sig).await,
+        Command::DbUpgrade(a) => {
+            let o = commands::db_upgrade::DbUpgradeOptions {
+                retry: a.retry_install,
+                ask_api: settings.redundancy_guard,
+            };
+            execute(settings, &commands::db_upgrade::DbUpgrade(&o), sig).await
+        }
         Command::Install(a) => {
             let o = UpgradeOptions {
                 health_deadline: settings.health_deadline,
