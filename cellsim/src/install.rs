@@ -330,8 +330,13 @@ pub fn installer(inv: &Invocation, package: &[String]) -> i32 {
         }
     }
     if spec.kind == Kind::Ok
-        && let Err(e) = inv.cell.with_state(|s, _| {
-            s.knobs.version = spec.version.clone();
+        && let Err(e) = inv.cell.with_state(|s, now| {
+            let from = std::mem::replace(&mut s.knobs.version, spec.version.clone());
+            s.emit(
+                now,
+                "installed",
+                serde_json::json!({"version": spec.version, "from": from}),
+            );
             Ok(())
         })
     {
@@ -406,7 +411,7 @@ pub fn db_upgrade(inv: &Invocation) -> i32 {
         eprintln!("Back up the database before upgrading it. Upgrade canceled.");
         return 1;
     }
-    let result = inv.cell.with_state(|s, _| {
+    let result = inv.cell.with_state(|s, now| {
         if s.service_running || s.cell != Phase::Down {
             eprintln!(
                 "The upgrade utility detected an active cell: the {} service on this host is running (cell {}).",
@@ -436,6 +441,7 @@ pub fn db_upgrade(inv: &Invocation) -> i32 {
         println!("[2/3] Applying the schema updates");
         println!("[3/3] Recording the new database version");
         s.db_version = Some(installed.clone());
+        s.emit(now, "db_upgrade", serde_json::json!({"from": from, "to": installed}));
         println!("Database upgrade complete: the database is at version {installed}.");
         Ok(0)
     });

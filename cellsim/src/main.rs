@@ -6,6 +6,7 @@ mod install;
 mod model;
 mod serve;
 mod store;
+mod timeline;
 mod tls;
 mod tools;
 mod tty;
@@ -81,6 +82,16 @@ enum Cmd {
     },
     /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell; prints its path
     Package(PackageArgs),
+    /// The group's timeline (GROUPDIR/timeline.jsonl, or DIR/sim/timeline.jsonl for a group of
+    /// one) as JSON lines sorted by time, after bringing every cell of the group up to now
+    Timeline {
+        /// A cell of the group
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        dir: Option<PathBuf>,
+        /// The group directory
+        #[arg(long, value_name = "GROUPDIR")]
+        group: Option<PathBuf>,
+    },
     /// Serve the cell's health endpoint (GET|HEAD /cloud/server_status) and REST API on loopback,
     /// over HTTP and HTTPS, until SIGTERM/SIGINT or until DIR is deleted; writes DIR/sim/serve.json
     Serve {
@@ -328,6 +339,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::Invocations { dir, json } => invocations(&dir, json),
+        Cmd::Timeline { dir, group } => timeline::print(dir.as_deref(), group.as_deref()),
         Cmd::Package(args) => {
             let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
             let path = install::write_package(
@@ -414,6 +426,16 @@ fn create(args: CreateArgs) -> Result<()> {
         }
     }
     tls::ensure(&cell, state.group.as_deref(), true)?;
+    let created = model::Pending {
+        at_ms: now,
+        event: "created",
+        detail: serde_json::json!({
+            "service": if state.service_running { "running" } else { "stopped" },
+            "cell": state.cell.name(),
+            "version": state.knobs.version,
+        }),
+    };
+    timeline::append(&timeline::path_of(&cell, state.group.as_deref()), &name, &[created])?;
     let log = cell.invocations_path();
     fs::write(&log, "").map_err(io_err(&log))?;
 

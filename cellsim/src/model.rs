@@ -118,6 +118,9 @@ pub struct Knobs {
     /// How long an answer waits under the `api-slow` fault.
     #[serde(with = "dur")]
     pub api_slow_delay: Duration,
+    /// How long a `systemctl reboot` keeps the host down before the service starts again.
+    #[serde(with = "dur")]
+    pub boot_time: Duration,
 }
 
 impl Default for Knobs {
@@ -139,6 +142,7 @@ impl Default for Knobs {
             api_token_ttl: Duration::from_secs(30 * 60),
             api_status_field: true,
             api_slow_delay: Duration::from_secs(5),
+            boot_time: Duration::from_secs(1),
         }
     }
 }
@@ -161,6 +165,7 @@ impl Knobs {
         "api_token_ttl",
         "api_status_field",
         "api_slow_delay",
+        "boot_time",
     ];
 
     /// Applies one `KEY=VALUE` from `cellsim set`; keys may use `-` or `_`.
@@ -183,6 +188,7 @@ impl Knobs {
             "api_token_ttl" => self.api_token_ttl = parse_duration(value)?,
             "api_status_field" => self.api_status_field = parse_bool(value)?,
             "api_slow_delay" => self.api_slow_delay = parse_duration(value)?,
+            "boot_time" => self.boot_time = parse_duration(value)?,
             _ => {
                 return Err(format!("unknown knob `{key}` (known: {})", Knobs::KEYS.join(", ")));
             }
@@ -462,6 +468,22 @@ pub struct State {
     pub canceled_jobs: Vec<CanceledJob>,
     #[serde(default)]
     pub canceled_count: u64,
+    /// Set by `systemctl reboot`: the host is down until `boot_time` after this; then the
+    /// service starts (it is enabled). None: not rebooting.
+    #[serde(default)]
+    pub rebooting_since_ms: Option<u64>,
+    /// Timeline events produced by this access, written to the group's timeline.jsonl by
+    /// `CellDir::with_state` once the state is saved.
+    #[serde(skip)]
+    pub events: Vec<Pending>,
+}
+
+/// A timeline event not yet written: when it happened, what, and its details.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    pub at_ms: u64,
+    pub event: &'static str,
+    pub detail: serde_json::Value,
 }
 
 impl State {
@@ -495,7 +517,14 @@ impl State {
             primary_ip: None,
             canceled_jobs: Vec::new(),
             canceled_count: 0,
+            rebooting_since_ms: None,
+            events: Vec::new(),
         }
+    }
+
+    /// Records a timeline event (written when the state is saved).
+    pub fn emit(&mut self, at_ms: u64, event: &'static str, detail: serde_json::Value) {
+        self.events.push(Pending { at_ms, event, detail });
     }
 
     /// What the health endpoint reports: the service runs, the cell is up (not starting) and the
@@ -515,6 +544,9 @@ impl State {
 
     /// The one pending automatic transition: the current phase admits at most one.
     fn next_transition(&self) -> Option<u64> {
+        if let Some(since) = self.rebooting_since_ms {
+            return Some(since + ms(self.knobs.boot_time));
+        }
         match self.cell {
             Phase::Starting => Some(self.cell_since_ms + ms(self.knobs.startup_delay)),
             Phase::Down if self.service_running && self.shut_down_by_tool => {
@@ -526,14 +558,24 @@ impl State {
     }
 
     fn apply_transition(&mut self, at: u64) {
+        if self.rebooting_since_ms.take().is_some() {
+            self.emit(at, "boot", serde_json::Value::Null);
+            self.service_running = true;
+            self.service_since_ms = at;
+            self.emit(at, "service_started", serde_json::json!({"by": "boot"}));
+            self.begin_start(at);
+            return;
+        }
         match self.cell {
             Phase::Starting => {
                 self.cell = Phase::Up;
                 self.cell_since_ms = at;
                 self.arrival_anchor_ms = at;
+                self.emit(at, "cell_up", serde_json::json!({"version": self.knobs.version}));
             }
             Phase::Down => {
                 self.watchdog_restarts += 1;
+                self.emit(at, "watchdog_restart", serde_json::Value::Null);
                 self.begin_start(at);
             }
             Phase::Up => self.active = false,
@@ -710,10 +752,14 @@ impl State {
     pub fn set_quiesce(&mut self, now: u64, on: bool) {
         if on {
             if !self.quiesced {
+                self.emit(now, "quiesced", serde_json::Value::Null);
                 self.quiesced = true;
                 self.quiesced_at_ms = Some(now);
             }
         } else {
+            if self.quiesced {
+                self.emit(now, "unquiesced", serde_json::Value::Null);
+            }
             self.quiesced = false;
             self.quiesced_at_ms = None;
             self.active = true;
@@ -725,6 +771,10 @@ impl State {
     pub fn set_maintenance(&mut self, now: u64, on: bool) {
         if self.in_maintenance && !on {
             self.arrival_anchor_ms = now;
+            self.emit(now, "maintenance_off", serde_json::Value::Null);
+        }
+        if !self.in_maintenance && on {
+            self.emit(now, "maintenance_on", serde_json::Value::Null);
         }
         self.in_maintenance = on;
     }
@@ -732,6 +782,7 @@ impl State {
     /// `--shutdown`: the cell JVM stops; the service (watchdog) stays active.
     pub fn shutdown_cell(&mut self, now: u64) {
         self.fail_running_jobs(now, "cell shut down");
+        self.emit(now, "shut_down", serde_json::Value::Null);
         self.cell = Phase::Down;
         self.cell_since_ms = now;
         self.shut_down_by_tool = true;
@@ -748,16 +799,30 @@ impl State {
         if self.service_running {
             self.service_running = false;
             self.service_since_ms = now;
+            self.emit(now, "service_stopped", serde_json::Value::Null);
         }
+    }
+
+    /// `systemctl reboot`: the host goes down (the service stops, jobs fail) and comes back
+    /// `boot_time` later with the service started (it is enabled). A reboot while rebooting
+    /// changes nothing.
+    pub fn reboot(&mut self, now: u64) {
+        if self.rebooting_since_ms.is_some() {
+            return;
+        }
+        self.emit(now, "reboot", serde_json::Value::Null);
+        self.service_stop(now);
+        self.rebooting_since_ms = Some(now);
     }
 
     /// Returns false when the service was already active (then, as with systemd, nothing happens).
     pub fn service_start(&mut self, now: u64) -> bool {
-        if self.service_running {
+        if self.service_running || self.rebooting_since_ms.is_some() {
             return false;
         }
         self.service_running = true;
         self.service_since_ms = now;
+        self.emit(now, "service_started", serde_json::Value::Null);
         self.begin_start(now);
         self.advance(now);
         true

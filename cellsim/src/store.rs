@@ -100,6 +100,13 @@ impl CellDir {
         state.advance(now);
         let out = f(&mut state, now)?;
         self.save(&state)?;
+        // Under the cell's lock, so one cell's events are written in the order they happened.
+        let events = std::mem::take(&mut state.events);
+        let name = state.name.as_deref().unwrap_or_default();
+        let path = crate::timeline::path_of(self, state.group.as_deref());
+        if let Err(e) = crate::timeline::append(&path, name, &events) {
+            eprintln!("cellsim: the timeline lost {} event(s): {e}", events.len());
+        }
         Ok(out)
     }
 
