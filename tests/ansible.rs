@@ -41,7 +41,7 @@ fn ansible_bin() -> Option<PathBuf> {
 struct Group {
     ansible: PathBuf,
     tmp: tempfile::TempDir,
-    group: PathBuf,
+    groupdir: PathBuf,
     cells: Vec<(Cell, Served)>,
     inventory: PathBuf,
 }
@@ -68,7 +68,7 @@ impl Group {
         let mut g = Group {
             ansible,
             tmp,
-            group,
+            groupdir: group,
             cells,
             inventory: PathBuf::new(),
         };
@@ -77,18 +77,14 @@ impl Group {
         g
     }
 
-    /// Each cell's config names all its paths; the API is asked through a cell that serves while
-    /// this one is drained (the last cell's; the last cell asks the first's), as a load balancer
-    /// in front of the group would answer.
+    /// Each cell's config names all its paths; the API is asked through the cell that serves
+    /// while the others are drained (the last), as a load balancer in front of the group would
+    /// answer (the last cell's own drain passes --allow-last-cell).
     fn write_inventory(&mut self) {
         let python = self.ansible.join("python");
         let mut inv = String::from("vcd_cells:\n  hosts:\n");
         for (i, (c, s)) in self.cells.iter().enumerate() {
-            let api = if i == NAMES.len() - 1 {
-                &self.cells[0].1
-            } else {
-                &self.cells[NAMES.len() - 1].1
-            };
+            let api = &self.cells[NAMES.len() - 1].1;
             let pkg = c.package(NEW, "ok", &["--install-time", "300ms"]);
             let d = c.dir.display();
             let config = format!(
@@ -111,10 +107,7 @@ impl Group {
                  cellctl_binary: {bin}\n      cellctl_config: {cfg}\n      cellctl_package: {pkg}\n",
                 name = NAMES[i],
                 py = python.display(),
-                bin = std::env::var("XSHIM")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| common::cellctl_bin())
-                    .display(),
+                bin = common::cellctl_bin().display(),
                 cfg = c.config.display(),
                 pkg = pkg.display(),
             ));
@@ -201,7 +194,7 @@ impl Group {
     }
 
     fn timeline(&self) -> Timeline {
-        Timeline::of_group(&self.group)
+        Timeline::of_group(&self.groupdir)
     }
 
     fn cell(&self, name: &str) -> &Cell {
