@@ -121,6 +121,9 @@ pub struct Knobs {
     /// How long a `systemctl reboot` keeps the host down before the service starts again.
     #[serde(with = "dur")]
     pub boot_time: Duration,
+    /// A start fails when the installed version differs from the shared database's schema
+    /// (on by default in cells made with `--group`; off in a group of one).
+    pub schema_check: bool,
 }
 
 impl Default for Knobs {
@@ -143,6 +146,7 @@ impl Default for Knobs {
             api_status_field: true,
             api_slow_delay: Duration::from_secs(5),
             boot_time: Duration::from_secs(1),
+            schema_check: false,
         }
     }
 }
@@ -166,6 +170,7 @@ impl Knobs {
         "api_status_field",
         "api_slow_delay",
         "boot_time",
+        "schema_check",
     ];
 
     /// Applies one `KEY=VALUE` from `cellsim set`; keys may use `-` or `_`.
@@ -189,6 +194,7 @@ impl Knobs {
             "api_status_field" => self.api_status_field = parse_bool(value)?,
             "api_slow_delay" => self.api_slow_delay = parse_duration(value)?,
             "boot_time" => self.boot_time = parse_duration(value)?,
+            "schema_check" => self.schema_check = parse_bool(value)?,
             _ => {
                 return Err(format!("unknown knob `{key}` (known: {})", Knobs::KEYS.join(", ")));
             }
@@ -452,10 +458,18 @@ pub struct State {
     pub watchdog_restarts: u64,
     pub faults: Vec<Fault>,
     pub last_advanced_ms: u64,
-    /// Version of the schema in the (simulated) shared database: set to the installed version
-    /// by `create` and by a successful `bin/upgrade`. None in states written before it existed.
-    #[serde(default)]
+    /// Where states written before the shared database record (db.rs) kept its schema version;
+    /// read only to write that record on first access, never written again.
+    #[serde(default, skip_serializing)]
     pub db_version: Option<String>,
+    /// The shared database's schema version, loaded from db.json by `CellDir::with_state` for
+    /// this access (None: no record). A start compares it with the installed version.
+    #[serde(skip)]
+    pub db_schema: Option<String>,
+    /// Why the last start left the cell down (installed version and schema differ); cleared by
+    /// the next start or stop. Served by the health endpoint and written to the cell's log.
+    #[serde(default)]
+    pub start_refused: Option<String>,
     /// The UUID of the cell's `urn:vcloud:cell:<uuid>` id; filled in on first access for
     /// states written before it existed (see `CellDir::with_state`).
     #[serde(default)]
@@ -494,7 +508,6 @@ pub struct Pending {
 
 impl State {
     pub fn new(knobs: Knobs, running: bool, now: u64) -> State {
-        let db_version = Some(knobs.version.clone());
         State {
             schema: SCHEMA,
             knobs,
@@ -516,7 +529,9 @@ impl State {
             watchdog_restarts: 0,
             faults: Vec::new(),
             last_advanced_ms: now,
-            db_version,
+            db_version: None,
+            db_schema: None,
+            start_refused: None,
             cell_id: String::new(),
             name: None,
             group: None,
@@ -588,8 +603,43 @@ impl State {
         }
     }
 
-    /// A (re)started cell is a fresh JVM: quiesce and maintenance are gone.
+    /// Why a start must fail: with `schema_check` on, the installed version differs from the
+    /// shared database's schema (as a real cell cannot connect to a database of another version).
+    pub fn start_refusal(&self) -> Option<String> {
+        let schema = self.db_schema.as_deref()?;
+        let installed = self.knobs.version.as_str();
+        if !self.knobs.schema_check || compare_versions(schema, installed).is_eq() {
+            return None;
+        }
+        let what = if compare_versions(schema, installed).is_lt() {
+            "run the database upgrade (bin/upgrade) before starting an upgraded cell"
+        } else {
+            "this cell was not upgraded: install the database's version before starting it"
+        };
+        Some(format!(
+            "Unable to start the cell: the database schema is at version {schema}, but this cell runs version {installed}; {what}."
+        ))
+    }
+
+    /// A (re)started cell is a fresh JVM: quiesce and maintenance are gone. A cell whose
+    /// version does not match the database's schema stays down (`start_refused`).
     fn begin_start(&mut self, at: u64) {
+        self.start_refused = self.start_refusal();
+        if let Some(reason) = self.start_refused.clone() {
+            self.cell = Phase::Down;
+            self.cell_since_ms = at;
+            self.shut_down_by_tool = false;
+            self.quiesced = false;
+            self.quiesced_at_ms = None;
+            self.in_maintenance = false;
+            let detail = serde_json::json!({
+                "reason": reason,
+                "version": self.knobs.version,
+                "schema": self.db_schema,
+            });
+            self.emit(at, "start_refused", detail);
+            return;
+        }
         self.cell = Phase::Starting;
         self.cell_since_ms = at;
         self.shut_down_by_tool = false;
@@ -802,6 +852,7 @@ impl State {
             self.cell_since_ms = now;
         }
         self.shut_down_by_tool = false;
+        self.start_refused = None;
         if self.service_running {
             self.service_running = false;
             self.service_since_ms = now;
@@ -936,6 +987,46 @@ mod tests {
         s.service_stop(1_001_000);
         s.advance(1_100_000);
         assert_eq!(s.cell, Phase::Down);
+    }
+
+    #[test]
+    fn a_start_against_another_schema_leaves_the_cell_down() {
+        let mut s = cell(Knobs {
+            version: "10.6.1".into(),
+            schema_check: true,
+            watchdog_restart: Some(Duration::from_millis(100)),
+            ..Knobs::default()
+        });
+        s.db_schema = Some("10.5.1".into());
+        s.shutdown_cell(1_000_000);
+        // The watchdog's restart is refused too, and does not loop.
+        s.advance(1_000_500);
+        assert_eq!((s.cell, s.service_running), (Phase::Down, true));
+        assert!(
+            s.start_refused
+                .as_deref()
+                .unwrap()
+                .contains("schema is at version 10.5.1")
+        );
+        assert_eq!(s.watchdog_restarts, 1);
+        let refused: Vec<u64> = s
+            .events
+            .iter()
+            .filter(|e| e.event == "start_refused")
+            .map(|e| e.at_ms)
+            .collect();
+        assert_eq!(refused, [1_000_100]);
+        s.service_stop(1_000_600);
+        assert_eq!(s.start_refused, None);
+        s.db_schema = Some("10.6.1".into());
+        assert!(s.service_start(1_000_700));
+        assert_eq!(s.cell, Phase::Up);
+        // Without the check, any schema starts.
+        s.knobs.schema_check = false;
+        s.db_schema = Some("9.0".into());
+        s.service_stop(1_000_800);
+        s.service_start(1_000_800);
+        assert_eq!(s.cell, Phase::Up);
     }
 
     #[test]
