@@ -61,8 +61,8 @@ enum Cmd {
         pairs: Vec<String>,
     },
     /// Inject a fault into cell-management-tool calls (hang, crash, garble, jvm-warnings,
-    /// connect-refused) or REST API calls (api-401, api-500, api-slow, api-malformed), or `clear`
-    /// them
+    /// connect-refused), REST API calls (api-401, api-500, api-slow, api-malformed) or installer
+    /// runs (installer-fail: fails part-way, disk full), or `clear` them
     Fault {
         dir: PathBuf,
         #[arg(value_parser = fault_kinds())]
@@ -346,6 +346,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                                 "{}: API faults take no --op (they apply to every API call but /api/versions)",
                                 kind.name()
                             )));
+                        }
+                        if kind == FaultKind::InstallerFail && op.is_some() {
+                            return Err(Error::Msg(
+                                "installer-fail takes no --op (it applies to installer runs)".into(),
+                            ));
                         }
                         if times == Some(0) {
                             return Err(Error::Msg("--times must be at least 1".into()));
