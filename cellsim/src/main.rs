@@ -1,6 +1,7 @@
 //! cellsim: a simulated VMware Cloud Director cell. See README.md for the contract.
 
 mod api;
+mod boot;
 mod group;
 mod install;
 mod model;
@@ -78,6 +79,19 @@ enum Cmd {
         /// A JSON array of the records instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Play the host's boot after `systemctl reboot`: a new boot id in DIR/sim/boot_id, and the
+    /// cell's service starts (unless --no-service: the service manager did not start it)
+    Boot {
+        dir: PathBuf,
+        #[arg(long)]
+        no_service: bool,
+    },
+    /// Whether `systemctl reboot` kills the process that asked (as a real reboot does)
+    RebootKills {
+        dir: PathBuf,
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
     },
     /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell; prints its path
     Package(PackageArgs),
@@ -328,6 +342,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::Invocations { dir, json } => invocations(&dir, json),
+        Cmd::Boot { dir, no_service } => boot::boot(&dir, !no_service),
+        Cmd::RebootKills { dir, mode } => boot::set_kill_caller(&dir, mode == "on"),
         Cmd::Package(args) => {
             let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
             let path = install::write_package(
@@ -414,6 +430,7 @@ fn create(args: CreateArgs) -> Result<()> {
         }
     }
     tls::ensure(&cell, state.group.as_deref(), true)?;
+    boot::init(&cell)?;
     let log = cell.invocations_path();
     fs::write(&log, "").map_err(io_err(&log))?;
 

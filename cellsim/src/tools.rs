@@ -546,6 +546,16 @@ fn systemctl(inv: &Invocation) -> i32 {
     if verb == "show" {
         return systemctl_show(inv);
     }
+    if verb == "reboot" {
+        return crate::boot::reboot(inv);
+    }
+    if verb == "start" && crate::boot::rebooting(&inv.cell) {
+        eprintln!(
+            "Failed to start {}: Transaction is destructive (the system is rebooting).",
+            words.get(1).unwrap_or(&"unit")
+        );
+        return 1;
+    }
     if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status") {
         eprintln!("Unknown command verb {verb}.");
         return 1;

@@ -2,6 +2,7 @@
 //! else. A new command that changes the cell is a `lifecycle::Procedure` here.
 
 pub(crate) mod drain;
+pub(crate) mod maintain;
 pub(crate) mod report;
 pub(crate) mod resume;
 pub(crate) mod start;

@@ -66,7 +66,7 @@ pub(crate) async fn installed_version(s: &Settings) -> Option<String> {
 }
 
 /// Is `cmd` runnable (an executable path, or a name found on PATH)?
-fn resolvable(cmd: &Path) -> bool {
+pub(crate) fn resolvable(cmd: &Path) -> bool {
     let exec_ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if cmd.components().count() > 1 {
         return exec_ok(cmd);

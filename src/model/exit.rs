@@ -23,6 +23,7 @@ pub mod code {
     pub const UNHEALTHY: i32 = 22;
     pub const DB_UPGRADE: i32 = 23;
     pub const UNDELIVERED: i32 = 24;
+    pub const MAINTENANCE_COMMAND: i32 = 26;
     pub const SIGHUP: i32 = 129;
     pub const SIGINT: i32 = 130;
     pub const SIGTERM: i32 = 143;
@@ -113,6 +114,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::UNDELIVERED,
         "undelivered",
         "report flush: some reports are still queued or were rejected by the receiver",
+    ),
+    (
+        code::MAINTENANCE_COMMAND,
+        "maintenance-command",
+        "maintain: the COMMAND failed; the cell is left drained: `cellctl maintain --continue` or `cellctl resume`",
     ),
     (
         code::SIGHUP,

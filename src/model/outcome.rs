@@ -14,6 +14,7 @@ pub enum CommandName {
     Start,
     Upgrade,
     Report,
+    Maintain,
     /// A refused command line that named no command.
     Unknown,
 }
@@ -28,6 +29,7 @@ impl CommandName {
             CommandName::Start => "start",
             CommandName::Upgrade => "upgrade",
             CommandName::Report => "report",
+            CommandName::Maintain => "maintain",
             CommandName::Unknown => "unknown",
         }
     }
@@ -63,6 +65,12 @@ pub enum Outcome {
     Started,
     NothingToDo,
     Flushed,
+    /// `maintain`: the COMMAND ran, the cell is back and healthy.
+    Maintained,
+    /// `maintain --continue`: no run recorded that it could continue.
+    NothingToContinue,
+    /// `maintain --reboot`: recorded, reboot requested; the continuation after boot finishes.
+    Rebooting,
 }
 
 impl Outcome {
@@ -81,6 +89,9 @@ impl Outcome {
             Outcome::Started => "started",
             Outcome::NothingToDo => "nothing_to_do",
             Outcome::Flushed => "flushed",
+            Outcome::Maintained => "maintained",
+            Outcome::Rebooting => "rebooting",
+            Outcome::NothingToContinue => "nothing_to_continue",
         }
     }
 }
@@ -102,6 +113,9 @@ impl Outcome {
             Outcome::Started => "done: started and healthy",
             Outcome::NothingToDo => "done: nothing to undo",
             Outcome::Flushed => "done",
+            Outcome::Maintained => "done: maintained, started and healthy",
+            Outcome::Rebooting => "rebooting: `cellctl maintain --continue` finishes after the boot",
+            Outcome::NothingToContinue => "done: nothing left to continue",
         }
     }
 }
@@ -124,6 +138,8 @@ pub enum CellLeft {
     Running,
     /// A second signal ended the process before it could tell.
     Unknown,
+    /// Drained and shut down; the host's reboot was requested.
+    Rebooting,
 }
 
 impl CellLeft {
@@ -135,6 +151,7 @@ impl CellLeft {
             CellLeft::Changed => "changed",
             CellLeft::Running => "running",
             CellLeft::Unknown => "unknown",
+            CellLeft::Rebooting => "rebooting",
         }
     }
 }
@@ -149,6 +166,7 @@ impl CellLeft {
             CellLeft::Changed => "the cell is changed and the run is kept: `cellctl status` says what next",
             CellLeft::Running => "the cell is running",
             CellLeft::Unknown => "the cell's state is unknown: `cellctl status` says what next",
+            CellLeft::Rebooting => "the cell is shut down and the host is rebooting",
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::model::step::{Before, ServiceState, StepRecord};
 use crate::model::time::{Timestamp, new_run_id};
 use crate::store::atomic::WriteError;
 use crate::store::journal::LockHolder;
-use crate::store::record::{RunRecord, UpgradeRecord};
+use crate::store::record::{MaintainRecord, RunRecord, UpgradeRecord};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -133,6 +133,9 @@ pub struct Report {
     /// Package, versions before/after, installer output tail (install/upgrade).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
+    /// `maintain`: its COMMAND, exit code, output tail and reboot (the whole run, across it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintain: Option<MaintainRecord>,
     pub error: Option<ErrorDoc>,
     /// Where the report was saved (for the closing line; not part of the document).
     #[serde(skip)]
@@ -179,6 +182,7 @@ impl Report {
             cell: None,
             delivery: None,
             upgrade: None,
+            maintain: None,
             error: None,
             saved_as: None,
         }
