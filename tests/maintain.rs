@@ -422,7 +422,7 @@ fn kill_9_by_the_reboot_itself_then_the_continuation_finishes() {
     let served = c.serve();
     let cmd = script(&c, "patch", "true");
     // As a real reboot: the process that asked is killed before it can record the request.
-    c.sim(&["reboot-kills", "on"]);
+    c.sim(&["set", "reboot_kills=true"]);
     let r = run(maint_cmd(&c, &served)
         .args(["maintain", "--reboot", "--poll-interval", "100ms", "--"])
         .arg(&cmd));
@@ -433,7 +433,7 @@ fn kill_9_by_the_reboot_itself_then_the_continuation_finishes() {
         rec["maintain"]["stage"] == "reboot" || rec["maintain"]["stage"] == "rebooting",
         "{rec}"
     );
-    c.sim(&["reboot-kills", "off"]);
+    c.sim(&["set", "reboot_kills=false"]);
     c.sim(&["boot"]);
     let r = run(maint_cmd(&c, &served).args(["--json", "maintain", "--continue", "--at-boot"]));
     r.assert_code(0);

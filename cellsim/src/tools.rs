@@ -80,6 +80,12 @@ pub struct Record {
     /// None: the call hung (the record is written before hanging).
     pub exit_code: Option<i32>,
     pub pid: u32,
+    /// `at` in milliseconds since the epoch (records written before this field: 0).
+    #[serde(default)]
+    pub at_ms: u64,
+    /// When the call ended (when the record was written); None: it hung (or older records).
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
 }
 
 pub struct Invocation {
@@ -122,6 +128,8 @@ impl Invocation {
             stdin_tty: std::io::stdin().is_terminal(),
             exit_code,
             pid: std::process::id(),
+            at_ms: self.at_ms,
+            ended_ms: exit_code.map(|_| now_ms()),
         };
         let mut line = serde_json::to_string(&record).expect("record serializes");
         line.push('\n');
@@ -136,6 +144,18 @@ impl Invocation {
             Ok(n) if n == line.len() => {}
             Ok(_) => eprintln!("cellsim: {}: short write", path.display()),
             Err(e) => eprintln!("cellsim: {}: {e}", path.display()),
+        }
+        // The installer and the database tool also go to the group's timeline, so tests can
+        // order them against the other cells' events.
+        if matches!(self.tool.as_str(), INSTALLER | "upgrade") {
+            let detail = serde_json::json!({
+                "tool": self.tool,
+                "started_ms": self.at_ms,
+                "exit_code": exit_code,
+            });
+            if let Err(e) = crate::timeline::record(&self.cell, "call", now_ms(), detail) {
+                eprintln!("cellsim: the timeline lost a call record: {e}");
+            }
         }
     }
 }
@@ -549,13 +569,6 @@ fn systemctl(inv: &Invocation) -> i32 {
     if verb == "reboot" {
         return crate::boot::reboot(inv);
     }
-    if verb == "start" && crate::boot::rebooting(&inv.cell) {
-        eprintln!(
-            "Failed to start {}: Transaction is destructive (the system is rebooting).",
-            words.get(1).unwrap_or(&"unit")
-        );
-        return 1;
-    }
     if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status") {
         eprintln!("Unknown command verb {verb}.");
         return 1;
@@ -576,6 +589,10 @@ fn systemctl(inv: &Invocation) -> i32 {
                     println!("{}", if s.service_running { "active" } else { "inactive" });
                 }
                 if s.service_running { 0 } else { 3 }
+            }
+            "start" | "restart" if s.rebooting() => {
+                eprintln!("Failed to {verb} {unit}: Transaction is destructive (the system is rebooting).");
+                1
             }
             "start" => {
                 s.service_start(now);
