@@ -71,6 +71,53 @@ fn boot_id(c: &Cell) -> String {
         .to_string()
 }
 
+/// Now, in the simulator's clock (ms since the epoch; the same machine's clock).
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A COMMAND that records when it ran (ms since the epoch) in `stamp`, then runs `rest`.
+fn stamping(c: &Cell, stamp: &std::path::Path, rest: &str) -> PathBuf {
+    script(c, "patch", &format!("date +%s%3N > {}; {rest}", stamp.display()))
+}
+
+fn stamp(p: &std::path::Path) -> u64 {
+    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+}
+
+/// When the events called `name` happened.
+fn times(t: &Timeline, name: &str) -> Vec<u64> {
+    t.named(name).iter().map(|e| e.at_ms).collect()
+}
+
+/// The cell served at no moment in [from, to) (by the simulator's timeline).
+fn assert_not_serving_between(t: &Timeline, from: u64, to: u64) {
+    assert!(t.serving_at(from).is_empty(), "serving at {from}: {:#?}", t.events);
+    for e in t.iter().filter(|e| (from..to).contains(&e.at_ms)) {
+        assert!(
+            t.serving_at(e.at_ms).is_empty(),
+            "serving at {} ({}), between {from} and {to}: {:#?}",
+            e.at_ms,
+            e.event,
+            t.events
+        );
+    }
+}
+
+/// The drain began: the first quiesce or maintenance message.
+fn drain_began(t: &Timeline) -> u64 {
+    t.iter()
+        .find(|e| matches!(e.event.as_str(), "quiesced" | "maintenance_on"))
+        .map(|e| e.at_ms)
+        .expect("the drain is on the timeline")
+}
+
 fn assert_serving(c: &Cell) {
     let show = c.show();
     assert_eq!(show["service"], "running", "{show}");
@@ -84,13 +131,12 @@ fn maintain_runs_the_command_in_a_unit_and_brings_the_cell_back() {
     let c = cell();
     let served = c.serve();
     let marker = c.tmp.path().join("ran");
-    let cmd = script(
+    let cmd = stamping(
         &c,
-        "patch",
+        &marker,
         &format!(
-            "echo patching now; echo \"service: $({}/bin/systemctl is-active vmware-vcd)\"; echo done > {}",
+            "echo patching now; echo \"service: $({}/bin/systemctl is-active vmware-vcd)\"",
             c.dir.display(),
-            marker.display()
         ),
     );
     let r = run(maint_cmd(&c, &served)
@@ -127,6 +173,15 @@ fn maintain_runs_the_command_in_a_unit_and_brings_the_cell_back() {
     );
     assert_eq!(reboots(&c), 0);
     assert_serving(&c);
+    // The simulator's timeline: not serving from the drain through the COMMAND until cellctl
+    // started the service again; serving at the end; no reboot.
+    let t = Timeline::of_cell(&c.dir);
+    let started = times(&t, "service_started");
+    assert_eq!(started.len(), 1, "{:#?}", t.events);
+    assert!(stamp(&marker) < started[0]);
+    assert_not_serving_between(&t, drain_began(&t), started[0]);
+    assert!(times(&t, "reboot").is_empty() && times(&t, "boot").is_empty());
+    assert!(!t.serving_at(now_ms()).is_empty(), "{:#?}", t.events);
     assert!(c.current().is_none(), "a finished run is archived");
     c.assert_no_leak_to_tools();
 }
@@ -135,7 +190,8 @@ fn maintain_runs_the_command_in_a_unit_and_brings_the_cell_back() {
 fn reboot_is_recorded_then_the_continuation_after_the_boot_finishes() {
     let c = cell();
     let served = c.serve();
-    let cmd = script(&c, "patch", "echo kernel updated");
+    let ran = c.tmp.path().join("ran");
+    let cmd = stamping(&c, &ran, "echo kernel updated");
     let first_boot = boot_id(&c);
     let r = run(maint_cmd(&c, &served)
         .args(["--json", "maintain", "--reboot", "--poll-interval", "100ms", "--"])
@@ -156,6 +212,14 @@ fn reboot_is_recorded_then_the_continuation_after_the_boot_finishes() {
     let rec = c.current().expect("the run is kept across the reboot");
     assert_eq!(rec["maintain"]["stage"], "rebooting");
     let run_id = rec["run_id"].as_str().unwrap().to_string();
+
+    // The simulator saw one reboot, after the COMMAND, with the cell down since the drain.
+    let t = Timeline::of_cell(&c.dir);
+    let reboot_at = times(&t, "reboot");
+    assert_eq!(reboot_at.len(), 1, "{:#?}", t.events);
+    assert!(stamp(&ran) < reboot_at[0]);
+    assert!(times(&t, "boot").is_empty());
+    assert_not_serving_between(&t, drain_began(&t), now_ms());
 
     // The boot: a new boot id, the service comes up (enabled); the boot unit's command runs.
     c.sim(&["boot"]);
@@ -180,6 +244,26 @@ fn reboot_is_recorded_then_the_continuation_after_the_boot_finishes() {
     assert_serving(&c);
     assert!(c.current().is_none());
     assert_eq!(reboots(&c), 1, "one reboot");
+    // The timeline: down from the drain until the boot the test played; the service started by
+    // the boot, and the continuation neither stopped nor restarted it.
+    let t = Timeline::of_cell(&c.dir);
+    let boot_at = times(&t, "boot");
+    assert_eq!((times(&t, "reboot").len(), boot_at.len()), (1, 1), "{:#?}", t.events);
+    assert_not_serving_between(&t, drain_began(&t), boot_at[0]);
+    let after_boot: Vec<(&str, &serde_json::Value)> = t
+        .iter()
+        .filter(|e| e.at_ms >= boot_at[0])
+        .map(|e| (e.event.as_str(), &e.detail))
+        .collect();
+    assert_eq!(after_boot[0].0, "boot");
+    assert_eq!(after_boot[1], ("service_started", &serde_json::json!({"by": "boot"})));
+    assert!(
+        after_boot
+            .iter()
+            .all(|(e, _)| !matches!(*e, "service_stopped" | "shut_down" | "reboot")),
+        "{after_boot:?}"
+    );
+    assert!(!t.serving_at(now_ms()).is_empty(), "{:#?}", t.events);
 
     // A second boot (or a manual --continue) finds nothing left to do.
     c.sim(&["boot"]);
@@ -213,7 +297,10 @@ fn a_continuation_in_the_same_boot_says_so_and_asks_again() {
     assert!(r.stderr.contains("did not happen"), "{}", r.stderr);
     assert_eq!(reboots(&c), 2, "requested again");
     c.sim(&["boot", "--no-service"]);
-    // The service manager did not start the service: the continuation starts it.
+    // The service manager did not start the service: the continuation starts it. Until then
+    // the cell served at no moment since the drain (one reboot on the timeline: the second
+    // request came while the host was already going down).
+    let continued = now_ms();
     let r = run(maint_cmd(&c, &served).env("CELLCTL_SERVICE_WAIT", "1s").args([
         "--json",
         "maintain",
@@ -223,6 +310,22 @@ fn a_continuation_in_the_same_boot_says_so_and_asks_again() {
     r.assert_code(0);
     assert_eq!(r.json()["outcome"], "maintained");
     assert_serving(&c);
+    let t = Timeline::of_cell(&c.dir);
+    assert_eq!(
+        (times(&t, "reboot").len(), times(&t, "boot").len()),
+        (1, 1),
+        "{:#?}",
+        t.events
+    );
+    assert_not_serving_between(&t, drain_began(&t), continued);
+    let started: Vec<&common::Event> = t.named("service_started");
+    assert_eq!(started.len(), 1, "{:#?}", t.events);
+    assert!(
+        started[0].at_ms >= continued && started[0].detail.is_null(),
+        "started by cellctl: {:#?}",
+        t.events
+    );
+    assert!(!t.serving_at(now_ms()).is_empty());
 }
 
 #[test]
