@@ -555,3 +555,52 @@ fn maintain_needs_a_command_or_continue() {
     r.assert_code(2);
     assert_eq!(c.invocations().len(), 0, "nothing touched");
 }
+
+#[test]
+fn sigterm_while_waiting_for_health_names_maintain_continue() {
+    let c = Cell::new(&[
+        "--quiesce-delay",
+        "200ms",
+        "--jobs",
+        "1",
+        "--job-duration",
+        "1s",
+        "--startup-delay",
+        "10m",
+    ]);
+    let served = c.serve();
+    let cmd = script(&c, "patch", "true");
+    let child = maint_cmd(&c, &served)
+        .args(["--json", "maintain", "--poll-interval", "100ms", "--"])
+        .arg(&cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The cell was started and is not up yet (its start-up takes 10 minutes).
+    wait_for("the health wait", || {
+        c.current()
+            .is_some_and(|r| r["steps"].as_array().unwrap().iter().any(|s| s["step"] == "health"))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let r = Run::from(child.wait_with_output().unwrap());
+    r.assert_code(143);
+    let doc = r.json();
+    let msg = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("not yet seen healthy") && msg.contains("`cellctl maintain --continue`"),
+        "{msg}"
+    );
+    assert!(!msg.contains("cellctl upgrade"), "{msg}");
+    assert_eq!(c.current().unwrap()["maintain"]["stage"], "start");
+    // As it says: the continuation finishes it once the cell comes up.
+    c.sim(&["set", "startup_delay=0s"]);
+    let r = run(maint_cmd(&c, &served).args(["--json", "maintain", "--continue"]));
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "maintained");
+    assert_serving(&c);
+}
