@@ -604,3 +604,45 @@ fn sigterm_while_waiting_for_health_names_maintain_continue() {
     assert_eq!(r.json()["outcome"], "maintained");
     assert_serving(&c);
 }
+
+#[test]
+fn a_maintenance_message_that_was_on_before_the_run_is_left_on() {
+    let c = cell();
+    let served = c.serve();
+    let out = Command::new(c.dir.join("bin/vmware-vcd-cell"))
+        .arg("maintenance")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c.show()["in_maintenance"], true);
+    let cmd = script(&c, "patch", "true");
+    let r = run(maint_cmd(&c, &served)
+        .args(["--json", "maintain", "--poll-interval", "100ms", "--"])
+        .arg(&cmd));
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "maintained", "{doc}");
+    // Not set by this run: the drain left it as found, and the run puts it back on after the
+    // health check (which needs it off), as the operator had it.
+    let steps: Vec<(&str, &str)> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .filter(|(s, _)| matches!(*s, "maintenance_on" | "maintenance_off" | "health"))
+        .collect();
+    assert_eq!(steps.first(), Some(&("maintenance_on", "skipped")), "{steps:?}");
+    assert_eq!(steps.last(), Some(&("maintenance_on", "done")), "{steps:?}");
+    assert!(steps.contains(&("health", "done")), "{steps:?}");
+    assert_eq!(c.show()["in_maintenance"], true);
+    // The timeline: the restart cleared the message, the cell was up, then it went back on.
+    let t = Timeline::of_cell(&c.dir);
+    let up = times(&t, "cell_up");
+    let on = times(&t, "maintenance_on");
+    assert!(
+        on.len() == 2 && up.last().is_some_and(|u| *u <= on[1]),
+        "{:#?}",
+        t.events
+    );
+    assert!(c.current().is_none());
+}

@@ -394,7 +394,28 @@ async fn start_stage(ctx: &Ctx<'_>, run: &mut Run, o: &MaintainOptions) -> Resul
         wait_for_service(ctx, run, o.m.service_wait).await?;
     }
     health::start_and_wait(run, &ctx.tool, &ctx.service, ctx.s, o.health_deadline, ctx.sig.clone()).await?;
+    restore_maintenance(ctx, run).await?;
     event(run, MaintEvent::Started)
+}
+
+/// The maintenance message is turned off only if this run set it (as `resume` undoes only
+/// what its run did): when it was on before the run (the drain left it as found), the health
+/// check needed it off, and it goes back on once the cell is seen healthy.
+async fn restore_maintenance(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+    let was_on = run.rec.before.as_ref().is_some_and(|b| b.in_maintenance == Some(true));
+    if !was_on {
+        return Ok(());
+    }
+    let idx = run.begin(Step::MaintenanceOn)?;
+    tracing::info!("maintenance message back on: it was on before this run");
+    match ctx.tool.maintenance_on().await {
+        Ok(()) => run.end(
+            idx,
+            StepStatus::Done,
+            Some("restored: the message was on before this run; the cell was seen healthy first".into()),
+        ),
+        Err(e) => Err(run.fail_step(idx, e.into())),
+    }
 }
 
 /// After the boot: wait for the cell's service to run; at the deadline go on (the start that
