@@ -20,6 +20,7 @@ pub enum CommandName {
     /// Named as on the command line.
     #[serde(rename = "db-upgrade")]
     DbUpgrade,
+    Maintain,
     /// A refused command line that named no command.
     Unknown,
 }
@@ -37,6 +38,7 @@ impl CommandName {
             CommandName::Lock => "lock",
             CommandName::Preflight => "preflight",
             CommandName::DbUpgrade => "db-upgrade",
+            CommandName::Maintain => "maintain",
             CommandName::Unknown => "unknown",
         }
     }
@@ -81,6 +83,12 @@ pub enum Outcome {
     Flushed,
     /// `db-upgrade`: the database is at the installed version (upgraded now or already).
     DbUpgraded,
+    /// `maintain`: the COMMAND ran, the cell is back and healthy.
+    Maintained,
+    /// `maintain --continue`: no run recorded that it could continue.
+    NothingToContinue,
+    /// `maintain --reboot`: recorded, reboot requested; the continuation after boot finishes.
+    Rebooting,
 }
 
 impl Outcome {
@@ -100,6 +108,9 @@ impl Outcome {
             Outcome::NothingToDo => "nothing_to_do",
             Outcome::Flushed => "flushed",
             Outcome::DbUpgraded => "db_upgraded",
+            Outcome::Maintained => "maintained",
+            Outcome::Rebooting => "rebooting",
+            Outcome::NothingToContinue => "nothing_to_continue",
         }
     }
 }
@@ -122,6 +133,9 @@ impl Outcome {
             Outcome::NothingToDo => "done: nothing to undo",
             Outcome::Flushed => "done",
             Outcome::DbUpgraded => "done: the database is at the installed version",
+            Outcome::Maintained => "done: maintained, started and healthy",
+            Outcome::Rebooting => "rebooting: `cellctl maintain --continue` finishes after the boot",
+            Outcome::NothingToContinue => "done: nothing left to continue",
         }
     }
 }
@@ -144,6 +158,8 @@ pub enum CellLeft {
     Running,
     /// A second signal ended the process before it could tell.
     Unknown,
+    /// Drained and shut down; the host's reboot was requested.
+    Rebooting,
 }
 
 impl CellLeft {
@@ -155,6 +171,7 @@ impl CellLeft {
             CellLeft::Changed => "changed",
             CellLeft::Running => "running",
             CellLeft::Unknown => "unknown",
+            CellLeft::Rebooting => "rebooting",
         }
     }
 }
@@ -169,6 +186,7 @@ impl CellLeft {
             CellLeft::Changed => "the cell is changed and the run is kept: `cellctl status` says what next",
             CellLeft::Running => "the cell is running",
             CellLeft::Unknown => "the cell's state is unknown: `cellctl status` says what next",
+            CellLeft::Rebooting => "the cell is shut down and the host is rebooting",
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum Step {
     CancelTasks,
     TakeSlot,
     ReleaseSlot,
+    /// `maintain`: the COMMAND, in a transient unit.
+    Command,
+    /// `maintain`: the reboot requested from the service manager.
+    Reboot,
+    /// `maintain`: after the boot, waiting for the cell's service.
+    ContinueAfterBoot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
