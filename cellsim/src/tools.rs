@@ -80,6 +80,10 @@ pub struct Record {
     /// None: the call hung (the record is written before hanging).
     pub exit_code: Option<i32>,
     pub pid: u32,
+    /// When the call ended (its output written); None for a hung call and for records written
+    /// before this field. The benchmark measures reactions to the end of the shutdown call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
 }
 
 pub struct Invocation {
@@ -122,6 +126,7 @@ impl Invocation {
             stdin_tty: std::io::stdin().is_terminal(),
             exit_code,
             pid: std::process::id(),
+            ended_at: exit_code.map(|_| rfc3339_ms(now_ms())),
         };
         let mut line = serde_json::to_string(&record).expect("record serializes");
         line.push('\n');
