@@ -70,6 +70,8 @@ pub fn command_named(args: &[String]) -> crate::model::outcome::CommandName {
             "start" => Some(C::Start),
             "upgrade" => Some(C::Upgrade),
             "report" => Some(C::Report),
+            "preflight" => Some(C::Preflight),
+            "db-upgrade" => Some(C::DbUpgrade),
             _ => None,
         })
         .unwrap_or(C::Unknown)
@@ -136,6 +138,12 @@ pub struct GlobalArgs {
     /// Command printing the installed VCD version [default: rpm -q ... vmware-vcloud-director-distribution]
     #[arg(long, global = true, env = "CELLCTL_VERSION_COMMAND", value_name = "CMD")]
     pub version_command: Option<String>,
+    /// Where the installer unpacks; its free space is checked before an install [default: /tmp]
+    #[arg(long, global = true, env = "CELLCTL_UNPACK_DIR", value_name = "DIR")]
+    pub unpack_dir: Option<PathBuf>,
+    /// Free space needed in the unpack dir, e.g. 4GiB [default: 3 × the package's size]
+    #[arg(long, global = true, env = "CELLCTL_MIN_FREE", value_name = "SIZE")]
+    pub min_free: Option<String>,
     /// The cell's health URL [default: https://<hostname>/cloud/server_status]
     #[arg(long, global = true, env = "CELLCTL_HEALTH_URL", value_name = "URL")]
     pub health_url: Option<String>,
@@ -200,6 +208,11 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Show a run's report (the last by default), or send what waits in the outbox
     Report(ReportArgs),
+    /// Make every check `upgrade` makes before a change, and change nothing (exit 25 on a failing check)
+    Preflight(PreflightArgs),
+    /// Upgrade the database alone (bin/upgrade, in a transient unit) on a stopped cell; a rerun
+    /// is a success
+    DbUpgrade(DbUpgradeArgs),
     /// Run a program, logging its output and result (used inside the transient install unit)
     #[command(hide = true)]
     RunLogged {
@@ -322,6 +335,23 @@ pub struct StartArgs {
     /// How long the cell may take to become healthy [default: 15m]
     #[arg(long, env = "CELLCTL_HEALTH_DEADLINE", value_name = "DUR")]
     pub health_deadline: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PreflightArgs {
+    /// The package to check [default: [upgrade] package in the config, or CELLCTL_PACKAGE];
+    /// without one the package checks are skipped
+    #[arg(value_name = "PACKAGE", env = "CELLCTL_PACKAGE")]
+    pub package: Option<PathBuf>,
+    #[command(flatten)]
+    pub pkg: PackageArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DbUpgradeArgs {
+    /// Run the tool again after it failed or ended without a result in the recorded run
+    #[arg(long)]
+    pub retry_install: bool,
 }
 
 #[derive(Debug, Args, Clone)]

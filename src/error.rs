@@ -33,6 +33,16 @@ pub enum Precheck {
     Changing { service: String },
     #[error("{path} not found: installers run in a transient systemd unit; check --systemd-run")]
     NoSystemdRun { path: String },
+    #[error("{program} not found: it installs the {kind} package; install it, or set [install] command")]
+    NoInstaller { program: String, kind: &'static str },
+    #[error(
+        "cannot tell the free space of the unpack dir {dir}: {detail}; check --unpack-dir (CELLCTL_UNPACK_DIR, [install] unpack_dir)"
+    )]
+    UnpackDir { dir: String, detail: String },
+    #[error(
+        "{dir} has {free} free, the install needs {needed} there: free some space, or point --unpack-dir elsewhere (--min-free sets the need)"
+    )]
+    NoSpace { dir: String, free: String, needed: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +90,8 @@ pub enum Error {
     Undelivered(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    PreflightFailed(String),
 }
 
 impl Error {
@@ -111,6 +123,16 @@ impl Error {
             Error::NotACell(_) => code::NOT_A_CELL,
             Error::Undelivered(_) => code::UNDELIVERED,
             Error::Internal(_) => code::INTERNAL,
+            Error::PreflightFailed(_) => code::PREFLIGHT_FAILED,
+        }
+    }
+
+    /// What went wrong in its own words, without the class's prefix (a preflight check's
+    /// detail: the check's name says the rest).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Precheck(p) => p.to_string(),
+            other => other.to_string(),
         }
     }
 

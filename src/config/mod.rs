@@ -123,6 +123,10 @@ pub struct InstallFile {
     /// argv installing a package (`{package}` is replaced by its path), instead of the built-in ones.
     pub command: Option<Vec<String>>,
     pub timeout: Option<String>,
+    /// Where the installer unpacks (its free space is checked before an install).
+    pub unpack_dir: Option<PathBuf>,
+    /// Free space needed there, e.g. "4GiB" [default: the package's size × SPACE_FACTOR].
+    pub min_free: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +202,36 @@ pub struct InstallSettings {
     pub version_command: Vec<String>,
     pub command: Option<Vec<String>>,
     pub timeout: Duration,
+    /// Where the installer unpacks.
+    pub unpack_dir: PathBuf,
+    /// Free space needed in `unpack_dir` (bytes); None: the package's size × `SPACE_FACTOR`.
+    pub min_free: Option<u64>,
+}
+
+/// Without `min_free`, an install needs this many times the package's size free where it
+/// unpacks: the self-extracting archive's payload, the RPMs it unpacks from it, and room for
+/// their installation's scratch files.
+pub const SPACE_FACTOR: u64 = 3;
+
+/// Where VMware's `.bin` installer unpacks its payload by default.
+pub const DEFAULT_UNPACK_DIR: &str = "/tmp";
+
+/// A size: a whole number of bytes, or with a binary unit (K, M, G, T; also KiB, MiB, GiB,
+/// TiB, any case): "4GiB", "500M", "1048576".
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "ki" | "kib" => 10,
+        "m" | "mi" | "mib" => 20,
+        "g" | "gi" | "gib" => 30,
+        "t" | "ti" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
 }
 
 /// Where VMware's installer registers the product (an RPM), as the default version source.
@@ -574,6 +608,12 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Resu
         },
         command: f.install.command.clone(),
         timeout: dur(path, "install.timeout", f.install.timeout.as_deref())?.unwrap_or(Duration::from_secs(2 * 3600)),
+        unpack_dir: g
+            .unpack_dir
+            .clone()
+            .or(f.install.unpack_dir.clone())
+            .unwrap_or_else(|| DEFAULT_UNPACK_DIR.into()),
+        min_free: min_free(g, f, path)?,
     };
     if i.version_command.is_empty() {
         return Err(ConfigError::Invalid(
@@ -586,6 +626,29 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Resu
         ));
     }
     Ok(i)
+}
+
+/// `--min-free` (or CELLCTL_MIN_FREE) over `[install] min_free`.
+fn min_free(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Result<Option<u64>, ConfigError> {
+    let (value, source) = match (&g.min_free, &f.install.min_free) {
+        (Some(v), _) => (v, "--min-free (or CELLCTL_MIN_FREE)".to_string()),
+        (None, Some(v)) => (
+            v,
+            format!(
+                "[install] min_free in {}{}",
+                path.map(|p| p.display().to_string()).unwrap_or_default(),
+                line_of(&f.text, "install.min_free")
+                    .map(|l| format!(" line {l}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (None, None) => return Ok(None),
+    };
+    parse_size(value).map(Some).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "{source}: {value:?} is not a size; give bytes or a number with K, M, G or T (binary units), e.g. \"4GiB\""
+        ))
+    })
 }
 
 fn health_settings(
@@ -759,6 +822,17 @@ fn drain_settings(a: &DrainArgs, f: &FileConfig, path: Option<&Path>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("4GiB"), Some(4 << 30));
+        assert_eq!(parse_size("500m"), Some(500 << 20));
+        assert_eq!(parse_size(" 2 K "), Some(2048));
+        for bad in ["", "G", "1.5G", "-1", "4 parsecs", "99999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn unknown_key_is_rejected_with_line() {

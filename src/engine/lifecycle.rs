@@ -326,6 +326,7 @@ fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
     let done = up.stage == Stage::Done;
     let outcome = match (&result, done) {
         (Ok(()), true) if rec.command == CommandName::Install => Outcome::Installed,
+        (Ok(()), true) if rec.command == CommandName::DbUpgrade => Outcome::DbUpgraded,
         (Ok(()), true) => Outcome::Upgraded,
         (Err(Error::Interrupted { .. }), _) => Outcome::Interrupted,
         _ => Outcome::Failed,

@@ -23,6 +23,7 @@ pub mod code {
     pub const UNHEALTHY: i32 = 22;
     pub const DB_UPGRADE: i32 = 23;
     pub const UNDELIVERED: i32 = 24;
+    pub const PREFLIGHT_FAILED: i32 = 25;
     pub const SIGHUP: i32 = 129;
     pub const SIGINT: i32 = 130;
     pub const SIGTERM: i32 = 143;
@@ -113,6 +114,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::UNDELIVERED,
         "undelivered",
         "report flush: some reports are still queued or were rejected by the receiver",
+    ),
+    (
+        code::PREFLIGHT_FAILED,
+        "preflight-failed",
+        "`cellctl preflight` found a failing check (nothing was changed)",
     ),
     (
         code::SIGHUP,

@@ -42,6 +42,52 @@ impl From<&Error> for ErrorDoc {
     }
 }
 
+/// How a preflight check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl CheckStatus {
+    /// As the human lines show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "PASS",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+        }
+    }
+}
+
+/// One preflight check: its stable name, how it came out, and what was seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+/// The package a preflight checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageDoc {
+    pub path: String,
+    /// The version it installs (from its name or `--package-version`); null when unknown.
+    pub version: Option<String>,
+    /// The build number, when the version carries one (`10.6.1-24300000` → `24300000`).
+    pub build: Option<String>,
+}
+
+/// A cell of the group as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupCell {
+    pub name: String,
+    pub product_version: Option<String>,
+    pub active: Option<bool>,
+}
+
 /// A summary of a recorded run (for `status`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordedRun {
@@ -133,6 +179,25 @@ pub struct Report {
     /// Package, versions before/after, installer output tail (install/upgrade).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
+    /// `status`, `preflight`: the version the configured version command prints (null: unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_version: Option<Option<String>>,
+    /// `preflight`: every check passed (warnings allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// `preflight`: one entry per check, in the order made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<Check>>,
+    /// `preflight`: the package checked (null: none given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<Option<PackageDoc>>,
+    /// `preflight`: the cell already runs the package's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<bool>,
+    /// `preflight`: the cells of the group as the API lists them (null: the API was not asked
+    /// or could not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Option<Vec<GroupCell>>>,
     pub error: Option<ErrorDoc>,
     /// Where the report was saved (for the closing line; not part of the document).
     #[serde(skip)]
@@ -179,6 +244,12 @@ impl Report {
             cell: None,
             delivery: None,
             upgrade: None,
+            installed_version: None,
+            ok: None,
+            checks: None,
+            package: None,
+            up_to_date: None,
+            group: None,
             error: None,
             saved_as: None,
         }
