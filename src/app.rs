@@ -109,8 +109,10 @@ pub fn run() -> i32 {
                 let o = commands::preflight::PreflightOptions {
                     package: a.package.or_else(|| file.upgrade.package.clone()),
                     pkg: cli::PackageArgs {
-                        sha256: a.pkg.sha256.clone().or_else(|| file.upgrade.sha256.clone()),
-                        ..a.pkg
+                        sha256: a.sha256.or_else(|| file.upgrade.sha256.clone()),
+                        allow_downgrade: a.allow_downgrade,
+                        package_version: a.package_version,
+                        retry_install: false,
                     },
                 };
                 let (rep, res) = commands::preflight::preflight(&settings, &o).await;

@@ -343,8 +343,15 @@ pub struct PreflightArgs {
     /// without one the package checks are skipped
     #[arg(value_name = "PACKAGE", env = "CELLCTL_PACKAGE")]
     pub package: Option<PathBuf>,
-    #[command(flatten)]
-    pub pkg: PackageArgs,
+    /// Expected SHA-256 of the package [default: from PACKAGE.sha256 beside it]
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// A package not newer than the installed version is a warning, not a failure
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// The version the package installs, when its name does not say
+    #[arg(long, value_name = "V")]
+    pub package_version: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -58,7 +58,7 @@ fn preflight(cmd: &mut Command, package: Option<&Path>) -> Value {
         assert!(doc.get(k).is_some(), "{k} missing: {doc}");
     }
     if ok {
-        assert!(doc["error"].is_null(), "{doc}");
+        assert!(doc.get("error").is_none(), "a passed preflight has no `error`: {doc}");
     } else {
         assert_eq!(doc["error"]["kind"], "preflight-failed", "{doc}");
     }
@@ -519,4 +519,39 @@ fn status_shows_the_installed_version() {
     r.assert_code(0);
     let doc = r.json();
     assert!(doc.get("installed_version").is_some_and(Value::is_null), "{doc}");
+}
+
+#[test]
+fn db_upgrade_refused_by_the_tool_is_kept_and_retried_once_every_cell_is_stopped() {
+    let g = tempfile::tempdir().unwrap();
+    let a = Cell::in_group(g.path(), "a", &["--version", OLD, "--stopped"]);
+    let b = Cell::in_group(g.path(), "b", &["--version", OLD]);
+    a.sim(&["set", &format!("version={NEW}")]);
+    // The guard is off (the harness default): only the vendor's tool sees that b runs.
+    let r = run(wired(&a).args(["--json", "db-upgrade"]));
+    r.assert_code(23).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["error"]["kind"], "db-upgrade", "{doc}");
+    assert_eq!(a.show()["db_version"], OLD);
+    assert!(a.current().is_some(), "a failed database upgrade keeps its run");
+
+    stop_service(&b);
+    // The failure is recorded: a plain rerun asks for --retry-install, and runs nothing.
+    run(wired(&a).args(["--json", "db-upgrade"])).assert_code(12);
+    assert_eq!(a.calls_with(&["--backup-completed"]), 1);
+    let r = run(wired(&a).args(["--json", "db-upgrade", "--retry-install"]));
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "db_upgraded");
+    assert_eq!(a.show()["db_version"], NEW);
+    assert!(a.current().is_none());
+
+    // From the simulator's records: the schema changed once, while no cell's service ran.
+    let t = Timeline::of_group(g.path());
+    let upgrades = t.named("db_upgrade");
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert!(
+        t.running_at(upgrades[0].at_ms).is_empty(),
+        "{:?}",
+        t.running_at(upgrades[0].at_ms)
+    );
 }

@@ -308,7 +308,14 @@ impl Report {
                 eprintln!("  {j}");
             }
         }
-        if json {
+        if json && self.command == CommandName::Preflight && self.error.is_none() {
+            // The preflight contract (Ansible collection): `error` is absent when it passed.
+            let mut doc = serde_json::to_value(self).expect("report serializes");
+            if let Some(m) = doc.as_object_mut() {
+                m.remove("error");
+            }
+            print_once(&doc);
+        } else if json {
             print_once(self);
         }
     }
