@@ -59,6 +59,7 @@ fn command_name(c: &Command) -> Option<CommandName> {
         Command::Start(_) => CommandName::Start,
         Command::Upgrade(_) => CommandName::Upgrade,
         Command::Report(_) => CommandName::Report,
+        Command::Lock(_) => CommandName::Lock,
         Command::Preflight(_) => CommandName::Preflight,
         Command::DbUpgrade(_) => CommandName::DbUpgrade,
         Command::RunLogged { .. } | Command::Man { .. } | Command::Completions { .. } => return None,
@@ -105,6 +106,14 @@ pub fn run() -> i32 {
                 res.map_or_else(|e| e.exit_code(), |()| code::OK)
             }
             Command::Report(args) => commands::report::report(&settings, args).await,
+            Command::Lock(args) => {
+                let (rep, res) = commands::lock::lock(&settings, args.action).await;
+                if !settings.json && res.is_ok() {
+                    print!("{}", commands::lock::text(&rep));
+                }
+                rep.emit(settings.json);
+                res.map_or_else(|e| e.exit_code(), |()| code::OK)
+            }
             Command::Preflight(a) => {
                 let o = commands::preflight::PreflightOptions {
                     package: a.package.or_else(|| file.upgrade.package.clone()),

@@ -70,6 +70,7 @@ pub fn command_named(args: &[String]) -> crate::model::outcome::CommandName {
             "start" => Some(C::Start),
             "upgrade" => Some(C::Upgrade),
             "report" => Some(C::Report),
+            "lock" => Some(C::Lock),
             "preflight" => Some(C::Preflight),
             "db-upgrade" => Some(C::DbUpgrade),
             _ => None,
@@ -190,6 +191,33 @@ pub struct GlobalArgs {
     /// and reports may cross the network in cleartext
     #[arg(long, global = true, env = "CELLCTL_INSECURE_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_allow_http: bool,
+    /// Take a fleet-wide slot on this etcd (v3 JSON gateway) before changing the cell [default: [lock] etcd]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_ETCD", value_name = "URL")]
+    pub lock_etcd: Option<String>,
+    /// Take a fleet-wide slot from this FleetLock server (airlock) before changing the cell [default: [lock] fleetlock]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_FLEETLOCK", value_name = "URL")]
+    pub lock_fleetlock: Option<String>,
+    /// The lock group ([a-zA-Z0-9.-]+) [default: default]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_GROUP", value_name = "NAME")]
+    pub lock_group: Option<String>,
+    /// etcd: how many cells of the group may hold a slot at once [default: 1]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_SLOTS", value_name = "N")]
+    pub lock_slots: Option<u32>,
+    /// This cell's id in the lock [default: the cell name, persisted in the state dir]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_ID", value_name = "ID")]
+    pub lock_id: Option<String>,
+    /// CA certificate (PEM) for the lock service, beside the system trust store
+    #[arg(long, global = true, env = "CELLCTL_LOCK_CA_FILE", value_name = "FILE")]
+    pub lock_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for the lock service (with --lock-client-key)
+    #[arg(long, global = true, env = "CELLCTL_LOCK_CLIENT_CERT", value_name = "FILE")]
+    pub lock_client_cert: Option<PathBuf>,
+    /// Client key (PEM) for the lock service (with --lock-client-cert)
+    #[arg(long, global = true, env = "CELLCTL_LOCK_CLIENT_KEY", value_name = "FILE")]
+    pub lock_client_key: Option<PathBuf>,
+    /// How long to wait for a free slot (0: fail at once, exit 15) [default: 0]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_WAIT", value_name = "DUR")]
+    pub lock_wait: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +236,8 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Show a run's report (the last by default), or send what waits in the outbox
     Report(ReportArgs),
+    /// The fleet-wide slots of [lock]: who holds them since when, and freeing a stuck one
+    Lock(LockArgs),
     /// Make every check `upgrade` makes before a change, and change nothing (exit 25 on a failing check)
     Preflight(PreflightArgs),
     /// Upgrade the database alone (bin/upgrade, in a transient unit) on a stopped cell; a rerun
@@ -392,6 +422,25 @@ pub struct ReportArgs {
     /// List the saved reports (id, command, outcome, started, duration), oldest first
     #[arg(long, conflicts_with_all = ["run_id", "last"])]
     pub list: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LockArgs {
+    #[command(subcommand)]
+    pub action: LockAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum LockAction {
+    /// List the holders of the group's slots and since when (FleetLock cannot list them)
+    Status,
+    /// Free one slot (a stuck holder's, or this cell's) and record who did it; exit 15 if the
+    /// lock service cannot be reached
+    Release {
+        /// The holder's id [default: this cell's id]
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand, Clone)]

@@ -8,6 +8,7 @@ use crate::adapters::api::GuardRefusal;
 use crate::adapters::credentials::CredentialError;
 use crate::adapters::health::HealthError;
 use crate::adapters::install::InstallError;
+use crate::adapters::lock::LockError;
 use crate::adapters::package::PackageError;
 use crate::adapters::service::ServiceError;
 use crate::adapters::vendor::ToolError;
@@ -88,6 +89,10 @@ pub enum Error {
     NotACell(String),
     #[error("{0}")]
     Undelivered(String),
+    /// No fleet-wide slot: the lock service is unreachable or the slot stayed full (nothing
+    /// was changed); the message names the holders.
+    #[error("no slot, nothing changed: {0}")]
+    Slot(LockError),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("{0}")]
@@ -122,6 +127,8 @@ impl Error {
             Error::LastCell(_) => code::LAST_CELL,
             Error::NotACell(_) => code::NOT_A_CELL,
             Error::Undelivered(_) => code::UNDELIVERED,
+            Error::Slot(LockError::Setup(_)) => code::CONFIG,
+            Error::Slot(_) => code::SLOT,
             Error::Internal(_) => code::INTERNAL,
             Error::PreflightFailed(_) => code::PREFLIGHT_FAILED,
         }

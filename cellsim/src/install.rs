@@ -4,7 +4,7 @@
 //! Texts follow `../shared/research/vcd.md` section 3 where it quotes VMware; the rest is
 //! invented and documented in README.md.
 
-use crate::model::{Phase, compare_versions, now_ms, parse_duration};
+use crate::model::{FaultKind, Op, Phase, compare_versions, now_ms, parse_duration};
 use crate::store::{CellDir, Error, Result, io_err};
 use crate::tools::{INSTALLER, INTERNAL_ERROR, Invocation, hang};
 use crate::{db, group, timeline};
@@ -298,14 +298,20 @@ pub fn installer(inv: &Invocation, package: &[String]) -> i32 {
         }
         _ => {}
     }
-    match inv.cell.with_state(|s, _| Ok(s.service_running)) {
+    // The service check, and whether an `installer-fail` fault takes this run.
+    let disk_full = match inv.cell.with_state(|s, _| {
+        Ok((
+            s.service_running,
+            !s.service_running && s.take_fault(Op::Any, &[FaultKind::InstallerFail]).is_some(),
+        ))
+    }) {
         Err(e) => return internal(e),
-        Ok(true) => {
+        Ok((true, _)) => {
             eprintln!("{SERVICE_RUNNING}");
             return 1;
         }
-        Ok(false) => {}
-    }
+        Ok((false, fault)) => fault,
+    };
     println!("Installing VMware Cloud Director {v} build {b}...");
     if spec.kind == Kind::Hang {
         hang(inv);
@@ -326,6 +332,11 @@ pub fn installer(inv: &Invocation, package: &[String]) -> i32 {
             eprintln!(
                 "Error: unpacking of archive failed on file /opt/vmware/vcloud-director/system/vcloud-director.jar: cpio: Digest mismatch"
             );
+            eprintln!("The upgrade did not complete; VMware Cloud Director {installed} is still installed.");
+            return 1;
+        }
+        if disk_full && i == 2 {
+            eprintln!("Error: cannot write /opt/vmware/vcloud-director/system: No space left on device");
             eprintln!("The upgrade did not complete; VMware Cloud Director {installed} is still installed.");
             return 1;
         }

@@ -2,6 +2,7 @@
 
 mod api;
 mod db;
+mod fleetlock;
 mod group;
 mod install;
 mod model;
@@ -60,8 +61,8 @@ enum Cmd {
         pairs: Vec<String>,
     },
     /// Inject a fault into cell-management-tool calls (hang, crash, garble, jvm-warnings,
-    /// connect-refused) or REST API calls (api-401, api-500, api-slow, api-malformed), or `clear`
-    /// them
+    /// connect-refused), REST API calls (api-401, api-500, api-slow, api-malformed) or installer
+    /// runs (installer-fail: fails part-way, disk full), or `clear` them
     Fault {
         dir: PathBuf,
         #[arg(value_parser = fault_kinds())]
@@ -107,6 +108,22 @@ enum Cmd {
         /// of the one the cell's CA signed (DIR/sim/tls/self-signed.pem, made once)
         #[arg(long)]
         self_signed: bool,
+    },
+    /// A FleetLock server (POST /v1/pre-reboot, /v1/steady-state) whose semaphores live in etcd
+    /// (airlock's key and shape), until killed
+    Fleetlock {
+        /// Listen address (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// etcd's client URL (plain http)
+        #[arg(long, value_name = "URL")]
+        etcd: String,
+        /// Slots per group
+        #[arg(long, default_value_t = 1)]
+        slots: u64,
+        /// Write the bound port here once listening
+        #[arg(long, value_name = "FILE")]
+        port_file: Option<PathBuf>,
     },
 }
 
@@ -330,6 +347,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                                 kind.name()
                             )));
                         }
+                        if kind == FaultKind::InstallerFail && op.is_some() {
+                            return Err(Error::Msg(
+                                "installer-fail takes no --op (it applies to installer runs)".into(),
+                            ));
+                        }
                         if times == Some(0) {
                             return Err(Error::Msg("--times must be at least 1".into()));
                         }
@@ -365,6 +387,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             https,
             self_signed,
         } => serve::serve(&dir, listen, https, self_signed),
+        Cmd::Fleetlock {
+            listen,
+            etcd,
+            slots,
+            port_file,
+        } => fleetlock::serve(listen, &etcd, slots, port_file.as_deref()),
     }
 }
 

@@ -322,6 +322,9 @@ pub enum FaultKind {
     Api500,
     ApiSlow,
     ApiMalformed,
+    /// The next installer runs fail part-way (as if the disk were full): a fault an operator
+    /// can fix (`clear`), unlike a `--kind fail` package.
+    InstallerFail,
 }
 
 impl FaultKind {
@@ -335,6 +338,7 @@ impl FaultKind {
         "api-500",
         "api-slow",
         "api-malformed",
+        "installer-fail",
     ];
 
     pub fn parse(text: &str) -> Option<FaultKind> {
@@ -348,6 +352,7 @@ impl FaultKind {
             "api-500" => FaultKind::Api500,
             "api-slow" => FaultKind::ApiSlow,
             "api-malformed" => FaultKind::ApiMalformed,
+            "installer-fail" => FaultKind::InstallerFail,
             _ => return None,
         })
     }
@@ -362,6 +367,7 @@ impl FaultKind {
             FaultKind::Api500 => "api-500",
             FaultKind::ApiSlow => "api-slow",
             FaultKind::ApiMalformed => "api-malformed",
+            FaultKind::InstallerFail => "installer-fail",
         }
     }
     /// Faults of the REST API rather than of cell-management-tool.

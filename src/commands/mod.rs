@@ -3,6 +3,7 @@
 
 pub(crate) mod db_upgrade;
 pub(crate) mod drain;
+pub(crate) mod lock;
 pub(crate) mod preflight;
 pub(crate) mod report;
 pub(crate) mod resume;

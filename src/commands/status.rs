@@ -81,5 +81,6 @@ async fn report(s: &Settings) -> Result<Report, Error> {
     rep.installed_version = Some(installed_version(s).await);
     rep.recorded_run = Some(recorded);
     rep.live_run = live;
+    rep.slot = crate::engine::slot::recorded(s);
     Ok(rep)
 }

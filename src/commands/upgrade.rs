@@ -249,6 +249,15 @@ impl Procedure for Upgrade<'_> {
         }
     }
 
+    /// A new run that drains a running cell checks the guard again, now that it holds the slot.
+    async fn after_slot(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        if let (Some(d), Stage::Drain) = (&self.0.drain, up(run).stage) {
+            let line = preflight::redundancy_guard(ctx.s, d.allow_last_cell, &ctx.tool).await?;
+            tracing::info!("slot taken; {line}");
+        }
+        Ok(())
+    }
+
     async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
         let o = self.0;
         let tr = units::transient(ctx.s);

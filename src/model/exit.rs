@@ -18,6 +18,7 @@ pub mod code {
     pub const CONFLICT: i32 = 12;
     pub const LAST_CELL: i32 = 13;
     pub const NOT_A_CELL: i32 = 14;
+    pub const SLOT: i32 = 15;
     pub const PACKAGE: i32 = 20;
     pub const INSTALL: i32 = 21;
     pub const UNHEALTHY: i32 = 22;
@@ -93,6 +94,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::NOT_A_CELL,
         "not-a-cell",
         "status: no VCD cell here (the service unit or cell-management-tool is missing)",
+    ),
+    (
+        code::SLOT,
+        "slot",
+        "lock service unreachable, or the fleet-wide slot still full after --lock-wait; nothing changed",
     ),
     (
         code::PACKAGE,

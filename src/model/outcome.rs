@@ -14,6 +14,8 @@ pub enum CommandName {
     Start,
     Upgrade,
     Report,
+    /// `lock status` / `lock release`.
+    Lock,
     Preflight,
     /// Named as on the command line.
     #[serde(rename = "db-upgrade")]
@@ -32,6 +34,7 @@ impl CommandName {
             CommandName::Start => "start",
             CommandName::Upgrade => "upgrade",
             CommandName::Report => "report",
+            CommandName::Lock => "lock",
             CommandName::Preflight => "preflight",
             CommandName::DbUpgrade => "db-upgrade",
             CommandName::Unknown => "unknown",
@@ -42,7 +45,11 @@ impl CommandName {
     pub fn changes_the_cell(self) -> bool {
         !matches!(
             self,
-            CommandName::Status | CommandName::Report | CommandName::Preflight | CommandName::Unknown
+            CommandName::Status
+                | CommandName::Report
+                | CommandName::Lock
+                | CommandName::Preflight
+                | CommandName::Unknown
         )
     }
 }

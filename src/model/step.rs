@@ -22,6 +22,8 @@ pub enum Step {
     Health,
     MaintenanceOff,
     CancelTasks,
+    TakeSlot,
+    ReleaseSlot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

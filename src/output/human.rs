@@ -35,6 +35,16 @@ impl Report {
             "maintenance:  {}",
             opt(self.in_maintenance.map(|v| v.map(|b| b.to_string())))
         );
+        if let Some(slot) = &self.slot {
+            let _ = writeln!(
+                s,
+                "slot:         held in group {} as {} since {}{}",
+                slot.group,
+                slot.id,
+                slot.taken_at.map_or_else(|| "?".to_string(), |t| t.to_string()),
+                slot.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+            );
+        }
         match (&self.tasks, &self.tasks_error) {
             (Some(t), _) if t.is_empty() => s.push_str("tasks:        none running on this cell\n"),
             (Some(t), _) => {

@@ -20,6 +20,48 @@ use crate::store::record::{RunRecord, UpgradeRecord};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The fleet-wide slot of a run: held or released, and why not when it should have been.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotDoc {
+    pub backend: String,
+    pub group: String,
+    pub id: String,
+    pub taken_at: Option<Timestamp>,
+    pub released: bool,
+    /// The release's (or take's) failure.
+    pub error: Option<String>,
+    /// Why it is kept and how to free it (absent when released).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `cellctl lock status` / `cellctl lock release`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockDoc {
+    pub action: &'static str,
+    pub backend: crate::adapters::lock::Backend,
+    pub url: String,
+    pub group: String,
+    /// This cell's id.
+    pub id: String,
+    /// false for FleetLock: the protocol cannot list holders.
+    pub listable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_slots: Option<u32>,
+    pub holders: Vec<crate::adapters::lock::Holder>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::adapters::lock::HistoryEntry>,
+    /// The slot recorded in this cell's state directory.
+    pub local: Option<crate::store::slot::SlotRecord>,
+    /// `release`: the id freed, whether it held a slot, and who freed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was_held: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CellDoc {
     pub host: String,
@@ -179,6 +221,12 @@ pub struct Report {
     /// Package, versions before/after, installer output tail (install/upgrade).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
+    /// The fleet-wide slot this run took or held (with `[lock]` configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotDoc>,
+    /// `lock status` / `lock release`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockDoc>,
     /// `status`, `preflight`: the version the configured version command prints (null: unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installed_version: Option<Option<String>>,
@@ -244,6 +292,8 @@ impl Report {
             cell: None,
             delivery: None,
             upgrade: None,
+            slot: None,
+            lock: None,
             installed_version: None,
             ok: None,
             checks: None,

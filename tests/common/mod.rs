@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod etcd;
+
 pub const PASSWORD: &str = "Sim-Secret-4711";
 
 /// The password in every form that would be a leak: as is, and as the API login sends it
