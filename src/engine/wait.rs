@@ -159,8 +159,9 @@ pub(crate) async fn wait(ctx: &Ctx<'_>, run: &mut Run, d: &DrainSettings, w: &mu
         let polled_at = Instant::now();
         let confirming = seen_drained(run.rec.phase) > 0 || run.last_job_count == Some(0);
         let left = Duration::from_secs_f64(left.max(0.0));
-        // Without an API configured there is no task list to wait for: the tool alone, at the
-        // manual procedure's pace (not the pace meant for when the task list answers).
+        // Without an API client (it could not be set up) there is no task list to wait for:
+        // the tool alone, at the manual procedure's pace, not the pace meant for when the task
+        // list answers (a client whose reads fail falls back after its first failed read).
         let signals = w.api_ok && ctx.api.is_some();
         let next_tool = next_tool_poll(d, confirming, signals, call_started, polled_at, left);
         let fallback = next_tool_poll(d, confirming, false, call_started, polled_at, left);
