@@ -252,10 +252,16 @@ fn verify_shipped_and_broken(ns: &SystemdNs, c: &Cell) {
         eprintln!("NOTE: no overlayfs: the shipped units are not verified");
         return;
     }
-    let shipped: Vec<PathBuf> = [UNIT, "cellctl-upgrade.service", "cellctl-upgrade.timer"]
-        .iter()
-        .map(|u| shipped_dir().join(u))
-        .collect();
+    let shipped: Vec<PathBuf> = [
+        UNIT,
+        "cellctl-upgrade.service",
+        "cellctl-upgrade.timer",
+        "cellctl-maintain.service",
+        "cellctl-maintain.timer",
+    ]
+    .iter()
+    .map(|u| shipped_dir().join(u))
+    .collect();
     verify(ns, &shipped).unwrap_or_else(|e| panic!("systemd-analyze verify on the shipped units: {e}"));
     let original = fs::read_to_string(shipped_dir().join(UNIT)).unwrap();
     let broken = c.tmp.path().join("broken");

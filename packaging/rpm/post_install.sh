@@ -1,7 +1,8 @@
 # cellctl %post ($1 = 1 on install, 2 on upgrade). Makes systemd see new or changed unit files
 # and enables, once, cellctl-continue.service (a no-op at boot unless a `maintain` run is recorded
-# as rebooting); it never starts or restarts a unit and never enables the timer (a timer that
-# starts draining cells after a package update would be an outage).
+# as rebooting); it never starts or restarts a unit and never enables a timer (a timer that
+# starts draining cells after a package update would be an outage): the operator enables
+# cellctl-upgrade.timer or cellctl-maintain.timer deliberately.
 
 # The state directory (journal, lock, run records): root-only. Created here because
 # cargo-generate-rpm 0.21.1 cannot package an empty directory (`dir = true` assets fail to

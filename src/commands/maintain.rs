@@ -162,6 +162,14 @@ impl Procedure for Maintain<'_> {
         Ok(())
     }
 
+    /// The guard again, now that the slot keeps other cells from starting: two timers that
+    /// fired together each saw the other serving.
+    async fn after_slot(&self, ctx: &Ctx<'_>, _run: &mut Run) -> Result<(), Error> {
+        let line = preflight::redundancy_guard(ctx.s, self.0.drain.allow_last_cell, &ctx.tool).await?;
+        tracing::info!("slot taken; {line}");
+        Ok(())
+    }
+
     async fn enter(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
         run.save()?;
         if maint(run).stage == MaintStage::Drain {

@@ -11,7 +11,7 @@ use crate::adapters::lock::{LockClient, LockError, LockSettings};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::model::outcome::CellLeft;
-use crate::model::step::{Step, StepStatus};
+use crate::model::step::{Step, StepRecord, StepStatus};
 use crate::model::time::Timestamp;
 use crate::output::report::{Report, SlotDoc};
 use crate::store::slot::{self, SlotRecord, SlotState};
@@ -75,6 +75,20 @@ pub(crate) async fn take(ctx: &Ctx<'_>, c: &LockClient, run: &mut Run) -> Result
     let what = format!("group {:?} as {:?} at {}", c.settings.group, c.id, c.settings.url);
     tracing::info!("taking a slot: {what}");
     match acquire_waiting(ctx, c).await {
+        Err(Error::Slot(e @ LockError::Unreachable { .. })) if held_by(earlier.as_ref(), run) => {
+            // This run holds the slot (confirmed before: a kill, a reboot) and only `lock
+            // release` by hand takes it away: going on brings the cell back, and the release
+            // is retried when it is due.
+            let mut rec = earlier.expect("held_by checked");
+            rec.state = SlotState::Held;
+            save(ctx.s, &rec)?;
+            tracing::warn!("{e}; going on with the slot this run holds ({what})");
+            run.end(
+                idx,
+                StepStatus::Done,
+                Some(format!("held by this run (recorded; not confirmed: {e}): {what}")),
+            )
+        }
         Ok(already) => {
             save(
                 ctx.s,
@@ -96,6 +110,14 @@ pub(crate) async fn take(ctx: &Ctx<'_>, c: &LockClient, run: &mut Run) -> Result
             Err(e)
         }
     }
+}
+
+/// The slot record says this run took the slot and the lock service confirmed it.
+fn held_by(rec: Option<&SlotRecord>, run: &Run) -> bool {
+    rec.is_some_and(|r| {
+        matches!(r.state, SlotState::Held | SlotState::Releasing)
+            && r.run_id.as_deref() == Some(run.rec.run_id.as_str())
+    })
 }
 
 async fn acquire_waiting(ctx: &Ctx<'_>, c: &LockClient) -> Result<bool, Error> {
@@ -207,6 +229,24 @@ fn free_hint(id: &str) -> String {
     format!("free it with `cellctl lock release {id}` (see `cellctl lock status`)")
 }
 
+/// Release the recorded slot for a run's report: the `slot` document, and a `release_slot`
+/// step after the run's own (due first in `slot.json`, which is what a rerun reads).
+async fn release_into(s: &Settings, report: &mut Report, rec: SlotRecord) {
+    let mut step = StepRecord::started(Step::ReleaseSlot, None);
+    let doc = release_recorded(s, rec).await;
+    step.ended_at = Some(Timestamp::now());
+    let what = format!("group {:?} as {:?}", doc.group, doc.id);
+    (step.status, step.detail) = match &doc.error {
+        None => (StepStatus::Done, Some(format!("released: {what}"))),
+        Some(e) => (
+            StepStatus::Failed,
+            Some(format!("{e}; {}", doc.note.as_deref().unwrap_or_default())),
+        ),
+    };
+    report.steps.push(step);
+    report.slot = Some(doc);
+}
+
 /// After the run: release when the cell serves again and nothing is left to continue or undo;
 /// else keep the slot and say why and how to free it.
 pub(crate) async fn settle(s: &Settings, report: &mut Report, finished: bool) {
@@ -215,12 +255,15 @@ pub(crate) async fn settle(s: &Settings, report: &mut Report, finished: bool) {
     };
     let serving = matches!(report.cell_left, Some(CellLeft::Running | CellLeft::Unchanged));
     if finished && serving {
-        report.slot = Some(release_recorded(s, rec).await);
+        release_into(s, report, rec).await;
         return;
     }
     let why = match report.cell_left {
         Some(CellLeft::ShutDown) => "the cell is shut down",
         Some(CellLeft::Drained) => "the cell is drained",
+        Some(CellLeft::Rebooting) => {
+            "the host is rebooting (the continuation after the boot releases it once the cell is healthy)"
+        }
         _ => "the run is not over (continue or undo it)",
     };
     tracing::info!("the slot stays held: {why}; {}", keep_hint(&rec.id));
@@ -237,7 +280,7 @@ pub(crate) async fn settle(s: &Settings, report: &mut Report, finished: bool) {
 
 fn keep_hint(id: &str) -> String {
     format!(
-        "`cellctl start` or `cellctl upgrade` releases it once the cell is healthy, `cellctl resume` once a drain is undone; or free it by hand with `cellctl lock release {id}`"
+        "the run that holds it releases it once the cell is healthy (`cellctl maintain --continue`, `cellctl upgrade`, `cellctl start`), `cellctl resume` once a drain is undone; or free it by hand with `cellctl lock release {id}`"
     )
 }
 
@@ -254,7 +297,7 @@ pub(crate) async fn retry_pending(s: &Settings) -> Option<SlotDoc> {
 /// For commands outside the journal (`start`): release a held slot after health passed.
 pub(crate) async fn release_after_start(s: &Settings, report: &mut Report) {
     if let Ok(Some(rec)) = slot::load(&s.state_dir) {
-        report.slot = Some(release_recorded(s, rec).await);
+        release_into(s, report, rec).await;
     }
 }
 
