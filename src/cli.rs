@@ -136,6 +136,17 @@ pub struct GlobalArgs {
     /// Command printing the installed VCD version [default: rpm -q ... vmware-vcloud-director-distribution]
     #[arg(long, global = true, env = "CELLCTL_VERSION_COMMAND", value_name = "CMD")]
     pub version_command: Option<String>,
+    /// What this cell is: `linux` (the .bin installer) or `appliance` (updated through vamicli)
+    /// [default: appliance when vamicli is found, else linux]
+    #[arg(long, global = true, env = "CELLCTL_CELL_KIND", value_name = "KIND", value_parser = ["linux", "appliance"])]
+    pub cell_kind: Option<String>,
+    /// The appliance's vamicli [default: vamicli on PATH]
+    #[arg(long, global = true, env = "CELLCTL_VAMICLI", value_name = "PATH")]
+    pub vamicli: Option<PathBuf>,
+    /// Where appliance update packages are unpacked, each into a fresh folder of its own
+    /// [default: STATE_DIR/updates]
+    #[arg(long, global = true, env = "CELLCTL_UNPACK_DIR", value_name = "DIR")]
+    pub unpack_dir: Option<PathBuf>,
     /// The cell's health URL [default: https://<hostname>/cloud/server_status]
     #[arg(long, global = true, env = "CELLCTL_HEALTH_URL", value_name = "URL")]
     pub health_url: Option<String>,

@@ -17,6 +17,8 @@ use crate::engine::lifecycle::Procedure;
 use crate::engine::run::{Recorder, Run};
 use crate::engine::units::{self, Effect, NoWitness, Recovery, UnitStep, Witness};
 use crate::engine::{drain, health, preflight, signals};
+
+use super::appliance;
 use crate::error::{Error, Precheck};
 use crate::model::outcome::{CommandName, Outcome};
 use crate::model::phase::{Event, Phase};
@@ -65,15 +67,6 @@ pub(crate) async fn installed_version(s: &Settings) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Is `cmd` runnable (an executable path, or a name found on PATH)?
-fn resolvable(cmd: &Path) -> bool {
-    let exec_ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if cmd.components().count() > 1 {
-        return exec_ok(cmd);
-    }
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| exec_ok(&d.join(cmd))))
-}
-
 /// The program, arguments, answers and environment that install a package.
 fn install_spec(s: &Settings, pkg: &Package, unit: &str, allow_downgrade: bool) -> Result<UnitSpec, Error> {
     let path = pkg.path.display().to_string();
@@ -102,6 +95,7 @@ fn install_spec(s: &Settings, pkg: &Package, unit: &str, allow_downgrade: bool) 
             spec.args = vec!["-i".into(), path];
             spec.env.push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
         }
+        Kind::ApplianceUpdate => spec = appliance::install_spec(s, unit, pkg),
         Kind::Custom => {
             let cmd = s
                 .install
@@ -135,12 +129,13 @@ impl Upgrade<'_> {
             ))
         })?;
         let mut pkg = package::verify(&path, o.pkg.sha256.as_deref(), s.install.command.is_some())?;
+        appliance::check_fits(s, &pkg)?;
         if let Some(v) = &o.pkg.package_version {
             pkg.version = Some(v.clone());
         }
         let before = installed_version(s).await;
         package::check_versions(before.as_deref(), pkg.version.as_deref(), o.pkg.allow_downgrade)?;
-        if !resolvable(&s.install.systemd_run) {
+        if !exec::resolvable(&s.install.systemd_run) {
             return Err(Precheck::NoSystemdRun {
                 path: s.install.systemd_run.display().to_string(),
             }
@@ -212,10 +207,16 @@ impl Procedure for Upgrade<'_> {
             guard
         };
         let mut rec = super::drain::new_record(ctx, o.command, run_id.clone(), o.drain.as_ref(), before, detail);
+        let appliance = (pkg.kind == Kind::ApplianceUpdate).then(|| appliance::new_record(ctx.s, &run_id));
         rec.upgrade = Some(UpgradeRecord {
             package: pkg,
-            // A stopped cell has nothing to drain (`enter` records that in its phase).
-            stage: if st.is_some() { Stage::Drain } else { Stage::Install },
+            // A stopped cell has nothing to drain (`enter` records that in its phase); an
+            // appliance checks its update first.
+            stage: match (&appliance, st) {
+                (Some(_), _) => Stage::Unpack,
+                (None, Some(_)) => Stage::Drain,
+                (None, None) => Stage::Install,
+            },
             db_upgrade: o.db_upgrade,
             start: o.start,
             allow_downgrade: o.pkg.allow_downgrade,
@@ -224,6 +225,7 @@ impl Procedure for Upgrade<'_> {
             install_unit: format!("cellctl-install-{run_id}"),
             db_unit: o.db_upgrade.then(|| format!("cellctl-dbupgrade-{run_id}")),
             installer_tail: None,
+            appliance,
         });
         Ok(Some(rec))
     }
@@ -242,7 +244,7 @@ impl Procedure for Upgrade<'_> {
                 o.command
             )));
         }
-        if matches!(up.stage, Stage::Drain | Stage::Install) {
+        if up.stage.before_drain() || matches!(up.stage, Stage::Drain | Stage::Install) {
             // The file could have changed while we were away: verify it again.
             package::verify(
                 &up.package.path,
@@ -266,6 +268,7 @@ impl Procedure for Upgrade<'_> {
         }
         run.save()?;
         match (up(run).stage, &self.0.drain) {
+            (Stage::Drain, d) if up(run).appliance.is_some() => appliance::begin_drain(ctx, run, d.as_ref()).await,
             (Stage::Drain, Some(d)) => drain::enter(ctx, run, d.maintenance).await,
             (Stage::Drain, None) => Err(Error::Internal("drain stage without drain settings".into())),
             _ => Ok(()),
@@ -297,21 +300,35 @@ impl Procedure for Upgrade<'_> {
                 // run here: no new stage is begun, and the journal says where a rerun picks up.
                 _ if ctx.sig.pending().is_some() => {
                     let sg = ctx.sig.pending().expect("checked");
+                    let state = if stage.before_drain() {
+                        format!("nothing of the cell was changed (stage {stage} was not begun)")
+                    } else {
+                        format!(
+                            "the cell was shut down; nothing of stage {stage} was begun: rerun `cellctl {}` to continue",
+                            o.command
+                        )
+                    };
                     Err(Error::Interrupted {
                         signal: sg,
                         name: signals::name(sg),
-                        state: format!(
-                            "the cell was shut down; nothing of stage {stage} was begun: rerun `cellctl {}` to continue",
-                            o.command
-                        ),
+                        state,
                     })
                 }
+                Stage::Unpack => appliance::unpack_stage(ctx.s, run),
+                Stage::SetRepo => appliance::repo_stage(ctx, run).await,
+                Stage::CheckUpdate => match appliance::check_stage(ctx, run).await {
+                    Ok(()) => appliance::begin_drain(ctx, run, o.drain.as_ref()).await,
+                    Err(e) => Err(e),
+                },
                 Stage::Install => install_stage(ctx, run, o, &tr).await,
                 Stage::DbUpgrade => db_stage(ctx, run, o, &tr).await,
                 Stage::Start => start_stage(ctx, run, o).await,
             };
             if let Err(e) = r {
                 tracing::error!("{e}");
+                if up(run).stage.before_drain() {
+                    appliance::discard(run);
+                }
                 return Err(e);
             }
         }
@@ -436,6 +453,8 @@ async fn install_stage(
         before.as_deref().unwrap_or("?"),
         after.as_deref().unwrap_or("?")
     );
+    // The version is verified: an appliance's unpacked update is no longer needed.
+    appliance::remove_folder(run)?;
     run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", res.describe())))?;
     run.stage_event(StageEvent::Installed)
 }

@@ -123,6 +123,12 @@ pub struct InstallFile {
     /// argv installing a package (`{package}` is replaced by its path), instead of the built-in ones.
     pub command: Option<Vec<String>>,
     pub timeout: Option<String>,
+    /// `linux` or `appliance` (default: appliance when vamicli is found).
+    pub kind: Option<String>,
+    /// The appliance's vamicli.
+    pub vamicli: Option<PathBuf>,
+    /// Parent of the folders appliance update packages are unpacked into.
+    pub unpack_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +204,30 @@ pub struct InstallSettings {
     pub version_command: Vec<String>,
     pub command: Option<Vec<String>>,
     pub timeout: Duration,
+    /// None: told by whether vamicli is found.
+    pub kind: Option<CellKind>,
+    pub vamicli: PathBuf,
+    /// None: STATE_DIR/updates.
+    pub unpack_dir: Option<PathBuf>,
+}
+
+/// How the cell's product is installed and updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellKind {
+    /// A Linux cell: the `.bin` installer (or an rpm, a deb, a configured command).
+    Linux,
+    /// The VCD appliance: `vamicli update` with an `_update.tar.gz`, then a reboot.
+    Appliance,
+}
+
+fn cell_kind(text: &str, source: &str) -> Result<CellKind, ConfigError> {
+    match text {
+        "linux" => Ok(CellKind::Linux),
+        "appliance" => Ok(CellKind::Appliance),
+        other => Err(ConfigError::Invalid(format!(
+            "{source}: unknown cell kind {other:?}: use \"linux\" or \"appliance\" (or leave it out to tell by vamicli)"
+        ))),
+    }
 }
 
 /// Where VMware's installer registers the product (an RPM), as the default version source.
@@ -574,6 +604,23 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Resu
         },
         command: f.install.command.clone(),
         timeout: dur(path, "install.timeout", f.install.timeout.as_deref())?.unwrap_or(Duration::from_secs(2 * 3600)),
+        kind: match (&g.cell_kind, &f.install.kind) {
+            (Some(k), _) => Some(cell_kind(k, "--cell-kind")?),
+            (None, Some(k)) => Some(cell_kind(
+                k,
+                &format!(
+                    "[install] kind in {}",
+                    path.map_or_else(|| "the config file".into(), |p| p.display().to_string())
+                ),
+            )?),
+            (None, None) => None,
+        },
+        vamicli: g
+            .vamicli
+            .clone()
+            .or(f.install.vamicli.clone())
+            .unwrap_or_else(|| "vamicli".into()),
+        unpack_dir: g.unpack_dir.clone().or(f.install.unpack_dir.clone()),
     };
     if i.version_command.is_empty() {
         return Err(ConfigError::Invalid(

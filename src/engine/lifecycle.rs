@@ -190,7 +190,8 @@ struct Conclusion {
 }
 
 fn conclude(mut run: Run, report: &mut Report, result: Result<(), Error>, sig: &SignalWatch) -> Result<(), Error> {
-    let c = if run.rec.past_drain() {
+    let before_drain = run.rec.upgrade.as_ref().is_some_and(|u| u.stage.before_drain());
+    let c = if run.rec.past_drain() || before_drain {
         stage_conclusion(&run.rec, result)
     } else {
         drain_conclusion(&mut run, result, sig)
@@ -320,17 +321,23 @@ fn inner(e: &Error) -> String {
     }
 }
 
-/// The run is past its drain: the stage says how far it got.
+/// The run is past its drain (or an appliance's run ended before it): the stage says how far
+/// it got. An appliance's update ends stopped, for the reboot it needs; a run that ended
+/// before its drain changed nothing of the cell and is finished.
 fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
     let up = rec.upgrade.as_ref().expect("past the drain means an upgrade record");
     let done = up.stage == Stage::Done;
+    let appliance = up.appliance.is_some();
+    let before_drain = up.stage.before_drain();
     let outcome = match (&result, done) {
-        (Ok(()), true) if rec.command == CommandName::Install => Outcome::Installed,
+        (Ok(()), true) if rec.command == CommandName::Install || appliance => Outcome::Installed,
         (Ok(()), true) => Outcome::Upgraded,
         (Err(Error::Interrupted { .. }), _) => Outcome::Interrupted,
         _ => Outcome::Failed,
     };
     let cell_left = match (done, up.start, up.stage) {
+        _ if before_drain => CellLeft::Unchanged,
+        (true, _, _) if appliance => CellLeft::RebootRequired,
         (true, true, _) => CellLeft::Running,
         (false, _, Stage::Start) => CellLeft::Changed,
         _ => CellLeft::ShutDown,
@@ -339,7 +346,7 @@ fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
         outcome,
         reported: outcome,
         cell_left,
-        finished: done,
+        finished: done || before_drain,
         result,
     }
 }

@@ -32,6 +32,10 @@ pub enum Refused {
     NotShutDown { phase: Phase },
     #[error("phase {phase:?} cannot change in stage {stage:?}: the drain is over")]
     DrainOver { phase: Phase, stage: Stage },
+    #[error(
+        "phase {phase:?} cannot change in stage {stage:?}: the drain has not begun (the appliance's checks come first)"
+    )]
+    DrainNotBegun { phase: Phase, stage: Stage },
 }
 
 impl Position {
@@ -41,6 +45,14 @@ impl Position {
                 // Past its drain a run's phase is final; the one exception is the start of an
                 // install on a cell found stopped, which had nothing to drain.
                 let fresh_install = self.phase == Phase::Start && ev == Event::AlreadyStopped;
+                if let Some((stage, _)) = self.stage
+                    && stage.before_drain()
+                {
+                    return Err(Refused::DrainNotBegun {
+                        phase: self.phase,
+                        stage,
+                    });
+                }
                 if let Some((stage, _)) = self.stage
                     && stage != Stage::Drain
                     && !(stage == Stage::Install && fresh_install)
@@ -103,6 +115,9 @@ mod tests {
             Just(Transition::Stage(StageEvent::Installed)),
             Just(Transition::Stage(StageEvent::DbUpgraded)),
             Just(Transition::Stage(StageEvent::Started)),
+            Just(Transition::Stage(StageEvent::Unpacked)),
+            Just(Transition::Stage(StageEvent::RepoSet)),
+            Just(Transition::Stage(StageEvent::UpdateOffered)),
         ]
     }
 
@@ -114,18 +129,23 @@ mod tests {
         fn nothing_is_installed_on_a_serving_cell(
             db_upgrade in any::<bool>(),
             start in any::<bool>(),
+            appliance in any::<bool>(),
             ts in proptest::collection::vec(any_transition(), 0..80),
         ) {
-            let plan = Plan { db_upgrade, start };
-            let mut p = Position { phase: Phase::Start, stage: Some((Stage::Drain, plan)) };
+            let plan = Plan { db_upgrade, start, appliance };
+            let first = if appliance { Stage::Unpack } else { Stage::Drain };
+            let mut p = Position { phase: Phase::Start, stage: Some((first, plan)) };
             for t in ts {
                 let Ok(n) = p.next(t) else { continue };
                 let (stage, _) = n.stage.expect("keeps its stages");
-                if stage != Stage::Drain {
+                if stage.before_drain() {
+                    prop_assert_eq!(n.phase, Phase::Start, "the drain began in stage {:?}", stage);
+                }
+                if stage.after_drain() {
                     let down = matches!(n.phase, Phase::Done { outcome: Outcome::ShutDown | Outcome::Forced });
                     prop_assert!(down, "stage {:?} with phase {:?}", stage, n.phase);
                 }
-                if let Some((s0, _)) = p.stage && s0 != Stage::Drain {
+                if let Some((s0, _)) = p.stage && s0.after_drain() {
                     prop_assert_eq!(p.phase, n.phase);
                 }
                 p = n;

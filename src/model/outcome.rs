@@ -124,6 +124,8 @@ pub enum CellLeft {
     Running,
     /// A second signal ended the process before it could tell.
     Unknown,
+    /// An appliance updated and stopped: it must be rebooted to finish the update.
+    RebootRequired,
 }
 
 impl CellLeft {
@@ -135,6 +137,7 @@ impl CellLeft {
             CellLeft::Changed => "changed",
             CellLeft::Running => "running",
             CellLeft::Unknown => "unknown",
+            CellLeft::RebootRequired => "reboot_required",
         }
     }
 }
@@ -149,6 +152,9 @@ impl CellLeft {
             CellLeft::Changed => "the cell is changed and the run is kept: `cellctl status` says what next",
             CellLeft::Running => "the cell is running",
             CellLeft::Unknown => "the cell's state is unknown: `cellctl status` says what next",
+            CellLeft::RebootRequired => {
+                "the appliance is updated and its service stopped: reboot it to finish the update"
+            }
         }
     }
 }

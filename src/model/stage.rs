@@ -1,7 +1,9 @@
 //! The stages of `install` and `upgrade` after the drain, with checked transitions: the drain
 //! (whose progress is the phase) must have shut the cell down before anything is installed,
 //! the database upgrade comes only after the install and only when asked, and the start only
-//! after both.
+//! after both. An appliance update (`vamicli`) has three stages before the drain: unpack the
+//! package, set vamicli's repository, check that it offers the package's version; nothing of
+//! the cell is touched until the check passed.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,10 @@ pub enum Stage {
     DbUpgrade,
     Start,
     Done,
+    /// Appliance, before the drain.
+    Unpack,
+    SetRepo,
+    CheckUpdate,
 }
 
 impl Stage {
@@ -23,7 +29,34 @@ impl Stage {
             Stage::DbUpgrade => "db_upgrade",
             Stage::Start => "start",
             Stage::Done => "done",
+            Stage::Unpack => "unpack",
+            Stage::SetRepo => "set_repo",
+            Stage::CheckUpdate => "check_update",
         }
+    }
+
+    /// The position in the procedure's order (the enum's order is its history, not this).
+    pub fn rank(self) -> u8 {
+        match self {
+            Stage::Unpack => 0,
+            Stage::SetRepo => 1,
+            Stage::CheckUpdate => 2,
+            Stage::Drain => 3,
+            Stage::Install => 4,
+            Stage::DbUpgrade => 5,
+            Stage::Start => 6,
+            Stage::Done => 7,
+        }
+    }
+
+    /// Before the drain: nothing of the cell has been changed.
+    pub fn before_drain(self) -> bool {
+        self.rank() < Stage::Drain.rank()
+    }
+
+    /// Past the drain (the cell shut down or found stopped).
+    pub fn after_drain(self) -> bool {
+        self.rank() > Stage::Drain.rank()
     }
 }
 
@@ -38,6 +71,9 @@ impl std::fmt::Display for Stage {
 pub struct Plan {
     pub db_upgrade: bool,
     pub start: bool,
+    /// An appliance update: the vamicli stages before the drain, and no start after (the
+    /// appliance must reboot).
+    pub appliance: bool,
 }
 
 /// A stage finished (each names what completed).
@@ -48,6 +84,12 @@ pub enum StageEvent {
     Installed,
     DbUpgraded,
     Started,
+    /// Appliance: the package is unpacked in its folder.
+    Unpacked,
+    /// Appliance: vamicli's repository is the folder.
+    RepoSet,
+    /// Appliance: vamicli offers the package's version, newer than the installed one.
+    UpdateOffered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +107,7 @@ impl Stage {
         let after_install = |db_done: bool| {
             if plan.db_upgrade && !db_done {
                 S::DbUpgrade
-            } else if plan.start {
+            } else if plan.start && !plan.appliance {
                 S::Start
             } else {
                 S::Done
@@ -76,6 +118,9 @@ impl Stage {
             (S::Install, E::Installed) => Ok(after_install(false)),
             (S::DbUpgrade, E::DbUpgraded) => Ok(after_install(true)),
             (S::Start, E::Started) => Ok(S::Done),
+            (S::Unpack, E::Unpacked) if plan.appliance => Ok(S::SetRepo),
+            (S::SetRepo, E::RepoSet) if plan.appliance => Ok(S::CheckUpdate),
+            (S::CheckUpdate, E::UpdateOffered) if plan.appliance => Ok(S::Drain),
             (stage, event) => Err(InvalidStage { stage, event }),
         }
     }
@@ -92,6 +137,9 @@ mod tests {
             Just(StageEvent::Installed),
             Just(StageEvent::DbUpgraded),
             Just(StageEvent::Started),
+            Just(StageEvent::Unpacked),
+            Just(StageEvent::RepoSet),
+            Just(StageEvent::UpdateOffered),
         ]
     }
 
@@ -100,6 +148,7 @@ mod tests {
         let plan = Plan {
             db_upgrade: true,
             start: true,
+            appliance: false,
         };
         let mut s = Stage::Drain;
         for (e, want) in [
@@ -119,46 +168,85 @@ mod tests {
         let plan = Plan {
             db_upgrade: false,
             start: false,
+            appliance: false,
         };
         assert_eq!(Stage::Install.next(StageEvent::Installed, plan).unwrap(), Stage::Done);
         assert!(Stage::Install.next(StageEvent::Started, plan).is_err());
     }
 
+    #[test]
+    fn an_appliance_checks_before_the_drain_and_ends_without_a_start() {
+        let plan = Plan {
+            db_upgrade: true,
+            start: true,
+            appliance: true,
+        };
+        let mut s = Stage::Unpack;
+        for (e, want) in [
+            (StageEvent::Unpacked, Stage::SetRepo),
+            (StageEvent::RepoSet, Stage::CheckUpdate),
+            (StageEvent::UpdateOffered, Stage::Drain),
+            (StageEvent::Drained, Stage::Install),
+            (StageEvent::Installed, Stage::DbUpgrade),
+            (StageEvent::DbUpgraded, Stage::Done),
+        ] {
+            s = s.next(e, plan).unwrap();
+            assert_eq!(s, want);
+        }
+        let linux = Plan {
+            appliance: false,
+            ..plan
+        };
+        assert!(Stage::Unpack.next(StageEvent::Unpacked, linux).is_err());
+        assert!(Stage::CheckUpdate.next(StageEvent::UpdateOffered, linux).is_err());
+    }
+
     proptest! {
         /// Whatever events arrive, stages only move forward in the vendor's order: the
-        /// database upgrade only when planned and after the install, the start only when
-        /// planned and after the install (and the database upgrade, when planned), and Done
-        /// only once every planned stage completed.
+        /// appliance's unpack, repository and check (only for an appliance, in that order,
+        /// all before the drain), the database upgrade only when planned and after the
+        /// install, the start only when planned and after the install (and the database
+        /// upgrade, when planned) and never on an appliance, and Done only once every planned
+        /// stage completed.
         #[test]
         fn stages_follow_the_plan(
             db_upgrade in any::<bool>(),
             start in any::<bool>(),
-            events in proptest::collection::vec(any_event(), 0..20),
+            appliance in any::<bool>(),
+            events in proptest::collection::vec(any_event(), 0..24),
         ) {
-            let plan = Plan { db_upgrade, start };
-            let mut s = Stage::Drain;
+            let plan = Plan { db_upgrade, start, appliance };
+            let mut s = if appliance { Stage::Unpack } else { Stage::Drain };
             let mut completed = vec![];
             for e in events {
                 let Ok(n) = s.next(e, plan) else { continue };
-                prop_assert!(n as u8 > s as u8, "{:?} -> {:?} went backwards", s, n);
+                prop_assert!(n.rank() > s.rank(), "{:?} -> {:?} went backwards", s, n);
                 completed.push(e);
+                let had = |e: StageEvent| completed.contains(&e);
+                if n.after_drain() {
+                    prop_assert!(had(StageEvent::Drained));
+                    prop_assert_eq!(appliance, had(StageEvent::UpdateOffered));
+                }
                 match n {
+                    Stage::SetRepo => prop_assert!(appliance && had(StageEvent::Unpacked)),
+                    Stage::CheckUpdate => prop_assert!(appliance && had(StageEvent::RepoSet)),
+                    Stage::Drain => prop_assert!(appliance && had(StageEvent::UpdateOffered)),
                     Stage::DbUpgrade => {
                         prop_assert!(plan.db_upgrade);
-                        prop_assert!(completed.contains(&StageEvent::Installed));
+                        prop_assert!(had(StageEvent::Installed));
                     }
                     Stage::Start => {
-                        prop_assert!(plan.start);
-                        prop_assert!(completed.contains(&StageEvent::Installed));
-                        prop_assert_eq!(plan.db_upgrade, completed.contains(&StageEvent::DbUpgraded));
+                        prop_assert!(plan.start && !appliance);
+                        prop_assert!(had(StageEvent::Installed));
+                        prop_assert_eq!(plan.db_upgrade, had(StageEvent::DbUpgraded));
                     }
                     Stage::Done => {
-                        prop_assert!(completed.contains(&StageEvent::Installed));
-                        prop_assert_eq!(plan.db_upgrade, completed.contains(&StageEvent::DbUpgraded));
-                        prop_assert_eq!(plan.start, completed.contains(&StageEvent::Started));
+                        prop_assert!(had(StageEvent::Installed));
+                        prop_assert_eq!(plan.db_upgrade, had(StageEvent::DbUpgraded));
+                        prop_assert_eq!(plan.start && !appliance, had(StageEvent::Started));
                     }
                     Stage::Install => prop_assert_eq!(e, StageEvent::Drained),
-                    Stage::Drain => prop_assert!(false, "nothing returns to the drain"),
+                    Stage::Unpack => prop_assert!(false, "nothing returns to the unpack"),
                 }
                 s = n;
             }

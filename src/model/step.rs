@@ -22,6 +22,12 @@ pub enum Step {
     Health,
     MaintenanceOff,
     CancelTasks,
+    /// Appliance: the update package unpacked into a folder of its own.
+    Unpack,
+    /// Appliance: `vamicli update --repo file:///FOLDER`.
+    SetRepo,
+    /// Appliance: `vamicli update --check` offers the package's version.
+    CheckUpdate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

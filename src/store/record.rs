@@ -78,6 +78,24 @@ pub struct UpgradeRecord {
     pub db_unit: Option<String>,
     #[serde(default)]
     pub installer_tail: Option<String>,
+    /// An appliance update through vamicli (absent for Linux cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<ApplianceRecord>,
+}
+
+/// What an appliance update works with: the package's own folder and what vamicli said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplianceRecord {
+    /// The fresh folder the package is unpacked into (removed once the version is verified).
+    pub folder: std::path::PathBuf,
+    /// `file:///FOLDER`, as given to `vamicli update --repo`.
+    pub repo: String,
+    /// The version `vamicli update --check` offered.
+    #[serde(default)]
+    pub offered: Option<String>,
+    /// The folder was removed (after the installed version was verified).
+    #[serde(default)]
+    pub folder_removed: bool,
 }
 
 impl UpgradeRecord {
@@ -85,6 +103,7 @@ impl UpgradeRecord {
         Plan {
             db_upgrade: self.db_upgrade,
             start: self.start,
+            appliance: self.appliance.is_some(),
         }
     }
 }
@@ -142,7 +161,7 @@ impl RunRecord {
     /// The one right next step for an operator who finds this record (status, refusals).
     pub fn advice(&self) -> String {
         let cmd = self.command;
-        if let Some(up) = self.upgrade.as_ref().filter(|_| self.past_drain()) {
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.stage != Stage::Drain) {
             return format!("`cellctl {cmd}` continues it from stage {}", up.stage);
         }
         match self.phase {
@@ -163,7 +182,7 @@ impl RunRecord {
 
     /// The drain stage is over (or there was none): an `install`/`upgrade` record past it.
     pub fn past_drain(&self) -> bool {
-        self.upgrade.as_ref().is_some_and(|u| u.stage != Stage::Drain)
+        self.upgrade.as_ref().is_some_and(|u| u.stage.after_drain())
     }
 }
 
