@@ -59,6 +59,9 @@ fn command_name(c: &Command) -> Option<CommandName> {
         Command::Start(_) => CommandName::Start,
         Command::Upgrade(_) => CommandName::Upgrade,
         Command::Report(_) => CommandName::Report,
+        Command::Lock(_) => CommandName::Lock,
+        Command::Preflight(_) => CommandName::Preflight,
+        Command::DbUpgrade(_) => CommandName::DbUpgrade,
         Command::RunLogged { .. } | Command::Man { .. } | Command::Completions { .. } => return None,
     })
 }
@@ -103,6 +106,31 @@ pub fn run() -> i32 {
                 res.map_or_else(|e| e.exit_code(), |()| code::OK)
             }
             Command::Report(args) => commands::report::report(&settings, args).await,
+            Command::Lock(args) => {
+                let (rep, res) = commands::lock::lock(&settings, args.action).await;
+                if !settings.json && res.is_ok() {
+                    print!("{}", commands::lock::text(&rep));
+                }
+                rep.emit(settings.json);
+                res.map_or_else(|e| e.exit_code(), |()| code::OK)
+            }
+            Command::Preflight(a) => {
+                let o = commands::preflight::PreflightOptions {
+                    package: a.package.or_else(|| file.upgrade.package.clone()),
+                    pkg: cli::PackageArgs {
+                        sha256: a.sha256.or_else(|| file.upgrade.sha256.clone()),
+                        allow_downgrade: a.allow_downgrade,
+                        package_version: a.package_version,
+                        retry_install: false,
+                    },
+                };
+                let (rep, res) = commands::preflight::preflight(&settings, &o).await;
+                if !settings.json {
+                    print!("{}", rep.preflight_text());
+                }
+                rep.emit(settings.json);
+                res.map_or_else(|e| e.exit_code(), |()| code::OK)
+            }
             cmd => run_and_report(name, cmd, &settings, &file, path.as_ref(), started_at).await,
         }
     })
@@ -265,6 +293,13 @@ async fn run_command(
             Err(e) => fail(e.into()),
         },
         Command::Resume => execute(settings, &commands::resume::Resume, sig).await,
+        Command::DbUpgrade(a) => {
+            let o = commands::db_upgrade::DbUpgradeOptions {
+                retry: a.retry_install,
+                ask_api: settings.redundancy_guard,
+            };
+            execute(settings, &commands::db_upgrade::DbUpgrade(&o), sig).await
+        }
         Command::Install(a) => {
             let o = UpgradeOptions {
                 health_deadline: settings.health_deadline,

@@ -70,6 +70,9 @@ pub fn command_named(args: &[String]) -> crate::model::outcome::CommandName {
             "start" => Some(C::Start),
             "upgrade" => Some(C::Upgrade),
             "report" => Some(C::Report),
+            "lock" => Some(C::Lock),
+            "preflight" => Some(C::Preflight),
+            "db-upgrade" => Some(C::DbUpgrade),
             _ => None,
         })
         .unwrap_or(C::Unknown)
@@ -143,10 +146,14 @@ pub struct GlobalArgs {
     /// The appliance's vamicli [default: vamicli on PATH]
     #[arg(long, global = true, env = "CELLCTL_VAMICLI", value_name = "PATH")]
     pub vamicli: Option<PathBuf>,
-    /// Where appliance update packages are unpacked, each into a fresh folder of its own
-    /// [default: STATE_DIR/updates]
+    /// Where the installer unpacks (an appliance's update goes into a fresh folder of its own
+    /// there); its free space is checked before an install [default: /tmp]
     #[arg(long, global = true, env = "CELLCTL_UNPACK_DIR", value_name = "DIR")]
     pub unpack_dir: Option<PathBuf>,
+    /// Free space needed in the unpack dir, e.g. 4GiB [default: 3 × the package's size; an
+    /// appliance update: its unpacked size plus a tenth]
+    #[arg(long, global = true, env = "CELLCTL_MIN_FREE", value_name = "SIZE")]
+    pub min_free: Option<String>,
     /// The cell's health URL [default: https://<hostname>/cloud/server_status]
     #[arg(long, global = true, env = "CELLCTL_HEALTH_URL", value_name = "URL")]
     pub health_url: Option<String>,
@@ -193,6 +200,33 @@ pub struct GlobalArgs {
     /// and reports may cross the network in cleartext
     #[arg(long, global = true, env = "CELLCTL_INSECURE_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_allow_http: bool,
+    /// Take a fleet-wide slot on this etcd (v3 JSON gateway) before changing the cell [default: [lock] etcd]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_ETCD", value_name = "URL")]
+    pub lock_etcd: Option<String>,
+    /// Take a fleet-wide slot from this FleetLock server (airlock) before changing the cell [default: [lock] fleetlock]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_FLEETLOCK", value_name = "URL")]
+    pub lock_fleetlock: Option<String>,
+    /// The lock group ([a-zA-Z0-9.-]+) [default: default]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_GROUP", value_name = "NAME")]
+    pub lock_group: Option<String>,
+    /// etcd: how many cells of the group may hold a slot at once [default: 1]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_SLOTS", value_name = "N")]
+    pub lock_slots: Option<u32>,
+    /// This cell's id in the lock [default: the cell name, persisted in the state dir]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_ID", value_name = "ID")]
+    pub lock_id: Option<String>,
+    /// CA certificate (PEM) for the lock service, beside the system trust store
+    #[arg(long, global = true, env = "CELLCTL_LOCK_CA_FILE", value_name = "FILE")]
+    pub lock_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for the lock service (with --lock-client-key)
+    #[arg(long, global = true, env = "CELLCTL_LOCK_CLIENT_CERT", value_name = "FILE")]
+    pub lock_client_cert: Option<PathBuf>,
+    /// Client key (PEM) for the lock service (with --lock-client-cert)
+    #[arg(long, global = true, env = "CELLCTL_LOCK_CLIENT_KEY", value_name = "FILE")]
+    pub lock_client_key: Option<PathBuf>,
+    /// How long to wait for a free slot (0: fail at once, exit 15) [default: 0]
+    #[arg(long, global = true, env = "CELLCTL_LOCK_WAIT", value_name = "DUR")]
+    pub lock_wait: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +245,13 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Show a run's report (the last by default), or send what waits in the outbox
     Report(ReportArgs),
+    /// The fleet-wide slots of [lock]: who holds them since when, and freeing a stuck one
+    Lock(LockArgs),
+    /// Make every check `upgrade` makes before a change, and change nothing (exit 25 on a failing check)
+    Preflight(PreflightArgs),
+    /// Upgrade the database alone (bin/upgrade, in a transient unit) on a stopped cell; a rerun
+    /// is a success
+    DbUpgrade(DbUpgradeArgs),
     /// Run a program, logging its output and result (used inside the transient install unit)
     #[command(hide = true)]
     RunLogged {
@@ -335,6 +376,30 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct PreflightArgs {
+    /// The package to check [default: [upgrade] package in the config, or CELLCTL_PACKAGE];
+    /// without one the package checks are skipped
+    #[arg(value_name = "PACKAGE", env = "CELLCTL_PACKAGE")]
+    pub package: Option<PathBuf>,
+    /// Expected SHA-256 of the package [default: from PACKAGE.sha256 beside it]
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// A package not newer than the installed version is a warning, not a failure
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// The version the package installs, when its name does not say
+    #[arg(long, value_name = "V")]
+    pub package_version: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DbUpgradeArgs {
+    /// Run the tool again after it failed or ended without a result in the recorded run
+    #[arg(long)]
+    pub retry_install: bool,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct UpgradeArgs {
     /// The package [default: [upgrade] package in the config, or CELLCTL_PACKAGE]
     #[arg(value_name = "PACKAGE", env = "CELLCTL_PACKAGE")]
@@ -365,6 +430,25 @@ pub struct ReportArgs {
     /// List the saved reports (id, command, outcome, started, duration), oldest first
     #[arg(long, conflicts_with_all = ["run_id", "last"])]
     pub list: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LockArgs {
+    #[command(subcommand)]
+    pub action: LockAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum LockAction {
+    /// List the holders of the group's slots and since when (FleetLock cannot list them)
+    Status,
+    /// Free one slot (a stuck holder's, or this cell's) and record who did it; exit 15 if the
+    /// lock service cannot be reached
+    Release {
+        /// The holder's id [default: this cell's id]
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand, Clone)]

@@ -9,6 +9,7 @@ use crate::adapters::appliance::ApplianceError;
 use crate::adapters::credentials::CredentialError;
 use crate::adapters::health::HealthError;
 use crate::adapters::install::InstallError;
+use crate::adapters::lock::LockError;
 use crate::adapters::package::PackageError;
 use crate::adapters::service::ServiceError;
 use crate::adapters::vendor::ToolError;
@@ -34,6 +35,16 @@ pub enum Precheck {
     Changing { service: String },
     #[error("{path} not found: installers run in a transient systemd unit; check --systemd-run")]
     NoSystemdRun { path: String },
+    #[error("{program} not found: it installs the {kind} package; install it, or set [install] command")]
+    NoInstaller { program: String, kind: &'static str },
+    #[error(
+        "cannot tell the free space of the unpack dir {dir}: {detail}; check --unpack-dir (CELLCTL_UNPACK_DIR, [install] unpack_dir)"
+    )]
+    UnpackDir { dir: String, detail: String },
+    #[error(
+        "{dir} has {free} free, the install needs {needed} there: free some space, or point --unpack-dir elsewhere (--min-free sets the need)"
+    )]
+    NoSpace { dir: String, free: String, needed: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +92,14 @@ pub enum Error {
     NotACell(String),
     #[error("{0}")]
     Undelivered(String),
+    /// No fleet-wide slot: the lock service is unreachable or the slot stayed full (nothing
+    /// was changed); the message names the holders.
+    #[error("no slot, nothing changed: {0}")]
+    Slot(LockError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    PreflightFailed(String),
 }
 
 impl Error {
@@ -116,7 +133,19 @@ impl Error {
             Error::LastCell(_) => code::LAST_CELL,
             Error::NotACell(_) => code::NOT_A_CELL,
             Error::Undelivered(_) => code::UNDELIVERED,
+            Error::Slot(LockError::Setup(_)) => code::CONFIG,
+            Error::Slot(_) => code::SLOT,
             Error::Internal(_) => code::INTERNAL,
+            Error::PreflightFailed(_) => code::PREFLIGHT_FAILED,
+        }
+    }
+
+    /// What went wrong in its own words, without the class's prefix (a preflight check's
+    /// detail: the check's name says the rest).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Precheck(p) => p.to_string(),
+            other => other.to_string(),
         }
     }
 

@@ -39,6 +39,7 @@ fn unpack_dir(c: &Cell) -> PathBuf {
 }
 
 fn cmd(c: &Cell, served: &Served) -> Command {
+    std::fs::create_dir_all(unpack_dir(c)).unwrap();
     let mut cmd = c.upgrade_cmd(served);
     cmd.arg("--vamicli")
         .arg(c.dir.join("bin/vamicli"))
@@ -319,4 +320,112 @@ fn killed_at_install_a_rerun_converges() {
     // The install was killed with cellctl: the rerun learns it failed (the version did not
     // change), and the operator says to run it again.
     killed_at("vamicli-install", &["--retry-install"]);
+}
+
+/// `cellctl preflight` on an appliance, its JSON document.
+fn preflight(c: &Cell, pkg: &Path, extra: &[&str]) -> (i32, Value) {
+    std::fs::create_dir_all(unpack_dir(c)).unwrap();
+    let out = c
+        .cellctl()
+        .arg("--systemd-run")
+        .arg(c.dir.join("bin/systemd-run"))
+        .arg("--version-command")
+        .arg(c.dir.join("bin/vcd-version"))
+        .arg("--vamicli")
+        .arg(c.dir.join("bin/vamicli"))
+        .arg("--unpack-dir")
+        .arg(unpack_dir(c))
+        .args(extra)
+        .args(["--json", "preflight"])
+        .arg(pkg)
+        .output()
+        .unwrap();
+    let r = Run::from(out);
+    r.assert_no_secret();
+    (r.code, r.json())
+}
+
+fn check_of(doc: &Value, name: &str) -> (String, String) {
+    let c = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {doc}"));
+    (
+        c["status"].as_str().unwrap().to_string(),
+        c["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+/// What preflight may never change on the appliance: vamicli's state (its repository
+/// included), the service, the unpack dir; and vamicli is only asked its version.
+fn assert_preflight_changed_nothing(c: &Cell, appliance_before: &Value, calls_before: usize) {
+    let show = c.show();
+    assert_eq!(
+        &show["appliance"], appliance_before,
+        "vamicli's state (repository) unchanged"
+    );
+    assert_eq!(show["service"], "running");
+    assert_eq!(show["quiesced"], false);
+    assert!(folders(&unpack_dir(c)).is_empty(), "nothing unpacked");
+    let vamicli: Vec<String> = calls(c)
+        .into_iter()
+        .skip(calls_before)
+        .filter(|(t, _, _)| t == "vamicli")
+        .map(|(_, a, _)| a)
+        .collect();
+    assert!(
+        vamicli.iter().all(|a| a == "version --appliance"),
+        "only read-only vamicli calls: {vamicli:?}"
+    );
+}
+
+#[test]
+fn preflight_checks_the_appliance_and_changes_nothing() {
+    let c = appliance();
+    // vamicli's repository set before (by an earlier operator): preflight must leave it.
+    let set = Command::new(c.dir.join("bin/vamicli"))
+        .args(["update", "--repo", "https://vapp-updates.example/vcd"])
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    let pkg = update(&c, NEW, &[]);
+    let before = c.show()["appliance"].clone();
+    assert_eq!(before["repo"], "https://vapp-updates.example/vcd");
+    let calls_before = calls(&c).len();
+    let (code, doc) = preflight(&c, &pkg, &[]);
+    assert_eq!(code, 0, "{doc}");
+    for name in [
+        "vamicli",
+        "update_offered",
+        "unpack_space",
+        "package",
+        "package_version",
+    ] {
+        assert_eq!(check_of(&doc, name).0, "pass", "{name}: {doc}");
+    }
+    assert!(check_of(&doc, "update_offered").1.contains(NEW), "{doc}");
+    assert_preflight_changed_nothing(&c, &before, calls_before);
+
+    // A package whose manifest offers another version than its name says.
+    let other = update(&c, NEW, &["--offer", "10.6.1"]);
+    let (code, doc) = preflight(&c, &other, &[]);
+    assert_eq!(code, 25, "{doc}");
+    let (st, detail) = check_of(&doc, "update_offered");
+    assert_eq!(st, "fail");
+    assert!(detail.contains("offers 10.6.1") && detail.contains(NEW), "{detail}");
+
+    // Too little room to unpack.
+    let (code, doc) = preflight(&c, &pkg, &["--min-free", "1000TiB"]);
+    assert_eq!(code, 25, "{doc}");
+    assert_eq!(check_of(&doc, "unpack_space").0, "fail", "{doc}");
+
+    // vamicli does not answer.
+    c.sim(&["fault", "crash", "--op", "vamicli-check"]);
+    let (code, doc) = preflight(&c, &pkg, &[]);
+    assert_eq!(code, 25, "{doc}");
+    assert_eq!(check_of(&doc, "vamicli").0, "fail", "{doc}");
+    c.sim(&["fault", "clear"]);
+    assert_preflight_changed_nothing(&c, &before, calls_before);
 }

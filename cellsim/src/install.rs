@@ -4,9 +4,10 @@
 //! Texts follow `../shared/research/vcd.md` section 3 where it quotes VMware; the rest is
 //! invented and documented in README.md.
 
-use crate::model::{Phase, compare_versions, parse_duration};
+use crate::model::{FaultKind, Op, Phase, compare_versions, now_ms, parse_duration};
 use crate::store::{CellDir, Error, Result, io_err};
 use crate::tools::{INSTALLER, INTERNAL_ERROR, Invocation, hang};
+use crate::{db, group, timeline};
 use std::fs;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -324,14 +325,20 @@ pub fn installer(inv: &Invocation, package: &[String]) -> i32 {
         }
         _ => {}
     }
-    match inv.cell.with_state(|s, _| Ok(s.service_running)) {
+    // The service check, and whether an `installer-fail` fault takes this run.
+    let disk_full = match inv.cell.with_state(|s, _| {
+        Ok((
+            s.service_running,
+            !s.service_running && s.take_fault(Op::Any, &[FaultKind::InstallerFail]).is_some(),
+        ))
+    }) {
         Err(e) => return internal(e),
-        Ok(true) => {
+        Ok((true, _)) => {
             eprintln!("{SERVICE_RUNNING}");
             return 1;
         }
-        Ok(false) => {}
-    }
+        Ok((false, fault)) => fault,
+    };
     println!("Installing VMware Cloud Director {v} build {b}...");
     if spec.kind == Kind::Hang {
         hang(inv);
@@ -355,10 +362,20 @@ pub fn installer(inv: &Invocation, package: &[String]) -> i32 {
             eprintln!("The upgrade did not complete; VMware Cloud Director {installed} is still installed.");
             return 1;
         }
+        if disk_full && i == 2 {
+            eprintln!("Error: cannot write /opt/vmware/vcloud-director/system: No space left on device");
+            eprintln!("The upgrade did not complete; VMware Cloud Director {installed} is still installed.");
+            return 1;
+        }
     }
     if spec.kind == Kind::Ok
-        && let Err(e) = inv.cell.with_state(|s, _| {
-            s.knobs.version = spec.version.clone();
+        && let Err(e) = inv.cell.with_state(|s, now| {
+            let from = std::mem::replace(&mut s.knobs.version, spec.version.clone());
+            s.emit(
+                now,
+                "installed",
+                serde_json::json!({"version": spec.version, "from": from}),
+            );
             Ok(())
         })
     {
@@ -433,40 +450,122 @@ pub fn db_upgrade(inv: &Invocation) -> i32 {
         eprintln!("Back up the database before upgrading it. Upgrade canceled.");
         return 1;
     }
-    let result = inv.cell.with_state(|s, _| {
-        if s.service_running || s.cell != Phase::Down {
-            eprintln!(
-                "The upgrade utility detected an active cell: the {} service on this host is running (cell {}).",
-                s.knobs.service_name,
-                s.cell.name()
-            );
-            eprintln!("Stop the VMware Cloud Director service on every cell before upgrading the database. Upgrade canceled.");
-            return Ok(1);
+    match upgrade_schema(&inv.cell) {
+        Ok(code) => code,
+        Err(e) => internal(e),
+    }
+}
+
+/// What the database tool says about each active cell of `cell`'s group: a cell whose service
+/// runs (even with the cell shut down by the tool) or that is not down. `fresh`: bring each
+/// cell up to now first (its lock); otherwise read the states as they are (no lock).
+fn active_cells(cell: &CellDir, fresh: bool) -> Result<Vec<String>> {
+    let own = cell.peek()?;
+    let mut lines = Vec::new();
+    for (name, dir) in group::members(cell, &own) {
+        let member = CellDir::new(&dir);
+        let read = if fresh {
+            member.with_state(|s, _| Ok(s.clone()))
+        } else {
+            member.peek()
+        };
+        // A member being deleted is not a cell any more.
+        let Ok(s) = read else { continue };
+        if !s.service_running && s.cell == Phase::Down {
+            continue;
         }
-        let installed = s.knobs.version.clone();
-        let from = s.db_version.clone().unwrap_or_else(|| "unknown".into());
-        match s.db_version.as_deref().map(|db| compare_versions(db, &installed)) {
-            Some(std::cmp::Ordering::Equal) => {
-                println!("The database is already at version {installed}; no updates were needed.");
-                return Ok(0);
-            }
+        let host = if dir == cell.root {
+            "on this host".to_string()
+        } else {
+            format!("on cell {name} ({})", s.primary_ip.as_deref().unwrap_or("127.0.0.1"))
+        };
+        let state = if s.service_running { "running" } else { "stopped" };
+        lines.push(format!(
+            "The upgrade utility detected an active cell: the {} service {host} is {state} (cell {}).",
+            s.knobs.service_name,
+            s.cell.name()
+        ));
+    }
+    Ok(lines)
+}
+
+enum Schema {
+    Active(Vec<String>),
+    Current(String),
+    Newer { db: String, installed: String },
+    Upgraded { from: String, to: String, at: u64 },
+}
+
+/// Checks the group and upgrades the shared schema to this cell's installed version once.
+fn upgrade_schema(cell: &CellDir) -> Result<i32> {
+    let active = active_cells(cell, true)?;
+    let own = cell.peek()?;
+    let installed = own.knobs.version.clone();
+    let shared = group::shared_dir(cell, own.group.as_deref());
+    // Under the database lock: looked at again (without advancing) so a cell started since the
+    // first look is seen, and the schema read and changed at once.
+    let outcome = db::update(&shared, |record| {
+        let active = if active.is_empty() {
+            active_cells(cell, false).unwrap_or_default()
+        } else {
+            active
+        };
+        if !active.is_empty() {
+            return (None, Schema::Active(active));
+        }
+        let from = record.map(|r| r.schema_version.clone());
+        match from.as_deref().map(|db| compare_versions(db, &installed)) {
+            Some(std::cmp::Ordering::Equal) => (None, Schema::Current(installed.clone())),
             Some(std::cmp::Ordering::Greater) => {
-                eprintln!(
-                    "Error: the database is at version {from}, newer than the installed version {installed}. Upgrade canceled."
-                );
-                return Ok(1);
+                let db = from.unwrap_or_default();
+                let installed = installed.clone();
+                (None, Schema::Newer { db, installed })
             }
-            _ => {}
+            _ => {
+                let at = now_ms();
+                let next = db::Record {
+                    schema_version: installed.clone(),
+                    changed_ms: at,
+                };
+                let from = from.unwrap_or_else(|| "unknown".into());
+                let to = installed.clone();
+                (Some(next), Schema::Upgraded { from, to, at })
+            }
         }
-        println!("Upgrading the database from version {from} to {installed}...");
-        println!("[1/3] Checking that no tasks are running");
-        println!("[2/3] Applying the schema updates");
-        println!("[3/3] Recording the new database version");
-        s.db_version = Some(installed.clone());
-        println!("Database upgrade complete: the database is at version {installed}.");
-        Ok(0)
-    });
-    result.unwrap_or_else(internal)
+    })?;
+    Ok(match outcome {
+        Schema::Active(lines) => {
+            for line in lines {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "Stop the VMware Cloud Director service on every cell before upgrading the database. Upgrade canceled."
+            );
+            1
+        }
+        Schema::Current(v) => {
+            println!("The database is already at version {v}; no updates were needed.");
+            0
+        }
+        Schema::Newer { db, installed } => {
+            eprintln!(
+                "Error: the database is at version {db}, newer than the installed version {installed}. Upgrade canceled."
+            );
+            1
+        }
+        Schema::Upgraded { from, to, at } => {
+            println!("Upgrading the database from version {from} to {to}...");
+            println!("[1/3] Checking that no tasks are running");
+            println!("[2/3] Applying the schema updates");
+            println!("[3/3] Recording the new database version");
+            let detail = serde_json::json!({"from": from, "to": to});
+            if let Err(e) = timeline::record(cell, "db_upgrade", at, detail) {
+                eprintln!("cellsim: the timeline lost the database upgrade: {e}");
+            }
+            println!("Database upgrade complete: the database is at version {to}.");
+            0
+        }
+    })
 }
 
 #[cfg(test)]

@@ -2,11 +2,14 @@
 
 mod api;
 mod appliance;
+mod db;
+mod fleetlock;
 mod group;
 mod install;
 mod model;
 mod serve;
 mod store;
+mod timeline;
 mod tls;
 mod tools;
 mod tty;
@@ -54,13 +57,13 @@ enum Cmd {
         /// latency, quiesce_delay, arrival_every (`none` stops arrivals), job_duration,
         /// startup_delay, watchdog_restart (`none`), password, user, prompt, version (installed),
         /// service_name, maintenance_line, hang_ignores_term, api_token_ttl, api_status_field,
-        /// api_slow_delay; and db_version (the database's)
+        /// api_slow_delay, boot_time, schema_check; and db_version (the group's shared database)
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
     /// Inject a fault into cell-management-tool calls (hang, crash, garble, jvm-warnings,
-    /// connect-refused) or REST API calls (api-401, api-500, api-slow, api-malformed), or `clear`
-    /// them
+    /// connect-refused), REST API calls (api-401, api-500, api-slow, api-malformed) or installer
+    /// runs (installer-fail: fails part-way, disk full), or `clear` them
     Fault {
         dir: PathBuf,
         #[arg(value_parser = fault_kinds())]
@@ -85,6 +88,16 @@ enum Cmd {
     /// --appliance an appliance update (VMware_Cloud_Director_V-BUILD_update.tar.gz and its
     /// .sha256); prints its path
     Package(PackageArgs),
+    /// The group's timeline (GROUPDIR/timeline.jsonl, or DIR/sim/timeline.jsonl for a group of
+    /// one) as JSON lines sorted by time, after bringing every cell of the group up to now
+    Timeline {
+        /// A cell of the group
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        dir: Option<PathBuf>,
+        /// The group directory
+        #[arg(long, value_name = "GROUPDIR")]
+        group: Option<PathBuf>,
+    },
     /// Serve the cell's health endpoint (GET|HEAD /cloud/server_status) and REST API on loopback,
     /// over HTTP and HTTPS, until SIGTERM/SIGINT or until DIR is deleted; writes DIR/sim/serve.json
     Serve {
@@ -99,6 +112,22 @@ enum Cmd {
         /// of the one the cell's CA signed (DIR/sim/tls/self-signed.pem, made once)
         #[arg(long)]
         self_signed: bool,
+    },
+    /// A FleetLock server (POST /v1/pre-reboot, /v1/steady-state) whose semaphores live in etcd
+    /// (airlock's key and shape), until killed
+    Fleetlock {
+        /// Listen address (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// etcd's client URL (plain http)
+        #[arg(long, value_name = "URL")]
+        etcd: String,
+        /// Slots per group
+        #[arg(long, default_value_t = 1)]
+        slots: u64,
+        /// Write the bound port here once listening
+        #[arg(long, value_name = "FILE")]
+        port_file: Option<PathBuf>,
     },
 }
 
@@ -301,7 +330,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     .ok_or_else(|| format!("expected KEY=VALUE, got `{pair}`"))?;
                 // Not a knob but state: what a database upgrade would record.
                 if matches!(key.trim(), "db_version" | "db-version") {
-                    s.db_version = Some(value.to_string());
+                    let cell = CellDir::new(&dir);
+                    db::set(&group::shared_dir(&cell, s.group.as_deref()), value, now)?;
+                    let detail = serde_json::json!({"from": s.db_schema, "to": value});
+                    s.emit(now, "db_set", detail);
+                    s.db_schema = Some(value.to_string());
                     continue;
                 }
                 s.set_knob(now, key.trim(), value)?;
@@ -327,6 +360,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                                 kind.name()
                             )));
                         }
+                        if kind == FaultKind::InstallerFail && op.is_some() {
+                            return Err(Error::Msg(
+                                "installer-fail takes no --op (it applies to installer runs)".into(),
+                            ));
+                        }
                         if times == Some(0) {
                             return Err(Error::Msg("--times must be at least 1".into()));
                         }
@@ -341,6 +379,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::Invocations { dir, json } => invocations(&dir, json),
+        Cmd::Timeline { dir, group } => timeline::print(dir.as_deref(), group.as_deref()),
         Cmd::Package(args) if args.appliance => {
             let path = install::write_appliance_package(
                 &args.cell,
@@ -373,6 +412,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             https,
             self_signed,
         } => serve::serve(&dir, listen, https, self_signed),
+        Cmd::Fleetlock {
+            listen,
+            etcd,
+            slots,
+            port_file,
+        } => fleetlock::serve(listen, &etcd, slots, port_file.as_deref()),
     }
 }
 
@@ -429,16 +474,30 @@ fn create(args: CreateArgs) -> Result<()> {
         Some(dir) => {
             // Held until the state (with its primary IP) is saved, so concurrent creates agree.
             let (group, ip, _lock) = group::register(dir, &name, &root)?;
+            // The group's database exists once: its first member's version makes it.
+            db::init(&group, &state.knobs.version, now)?;
+            state.knobs.schema_check = true;
             state.group = Some(group);
             state.primary_ip = Some(ip);
             cell.save(&state)?;
         }
         None => {
+            db::set(&cell.sim(), &state.knobs.version, now)?;
             state.primary_ip = Some("127.0.0.1".into());
             cell.save(&state)?;
         }
     }
     tls::ensure(&cell, state.group.as_deref(), true)?;
+    let created = model::Pending {
+        at_ms: now,
+        event: "created",
+        detail: serde_json::json!({
+            "service": if state.service_running { "running" } else { "stopped" },
+            "cell": state.cell.name(),
+            "version": state.knobs.version,
+        }),
+    };
+    timeline::append(&timeline::path_of(&cell, state.group.as_deref()), &name, &[created])?;
     let log = cell.invocations_path();
     fs::write(&log, "").map_err(io_err(&log))?;
 
@@ -522,7 +581,10 @@ struct ShowView<'a> {
     quiesced_at: Option<String>,
     in_maintenance: bool,
     version: &'a str,
+    /// The shared database's schema version (db.json of the group).
     db_version: Option<&'a str>,
+    /// Why the last start left the cell down; null unless refused.
+    start_refused: Option<&'a str>,
     /// Whether the health endpoint answers `Service is up.`
     healthy: bool,
     jobs: Vec<JobView<'a>>,
@@ -556,7 +618,8 @@ fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
         quiesced_at: s.quiesced_at_ms.map(rfc3339_ms),
         in_maintenance: s.in_maintenance,
         version: &s.knobs.version,
-        db_version: s.db_version.as_deref(),
+        db_version: s.db_schema.as_deref(),
+        start_refused: s.start_refused.as_deref(),
         healthy: s.is_healthy(),
         jobs: s
             .jobs
@@ -631,8 +694,11 @@ fn show(dir: &Path, json: bool) -> Result<()> {
         since(state.service_since_ms)
     );
     let cell_line = match state.cell {
-        Phase::Down if state.shut_down_by_tool => "down (shut down by cell-management-tool)",
-        _ => view.cell,
+        Phase::Down if state.shut_down_by_tool => "down (shut down by cell-management-tool)".to_string(),
+        Phase::Down if state.start_refused.is_some() => {
+            format!("down ({})", state.start_refused.as_deref().unwrap_or_default())
+        }
+        _ => view.cell.to_string(),
     };
     println!("  cell:        {cell_line} (for {})", since(state.cell_since_ms));
     println!("  Job count = {}", view.job_count);

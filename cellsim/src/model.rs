@@ -118,6 +118,12 @@ pub struct Knobs {
     /// How long an answer waits under the `api-slow` fault.
     #[serde(with = "dur")]
     pub api_slow_delay: Duration,
+    /// How long a `systemctl reboot` keeps the host down before the service starts again.
+    #[serde(with = "dur")]
+    pub boot_time: Duration,
+    /// A start fails when the installed version differs from the shared database's schema
+    /// (on by default in cells made with `--group`; off in a group of one).
+    pub schema_check: bool,
 }
 
 impl Default for Knobs {
@@ -139,6 +145,8 @@ impl Default for Knobs {
             api_token_ttl: Duration::from_secs(30 * 60),
             api_status_field: true,
             api_slow_delay: Duration::from_secs(5),
+            boot_time: Duration::from_secs(1),
+            schema_check: false,
         }
     }
 }
@@ -161,6 +169,8 @@ impl Knobs {
         "api_token_ttl",
         "api_status_field",
         "api_slow_delay",
+        "boot_time",
+        "schema_check",
     ];
 
     /// Applies one `KEY=VALUE` from `cellsim set`; keys may use `-` or `_`.
@@ -183,6 +193,8 @@ impl Knobs {
             "api_token_ttl" => self.api_token_ttl = parse_duration(value)?,
             "api_status_field" => self.api_status_field = parse_bool(value)?,
             "api_slow_delay" => self.api_slow_delay = parse_duration(value)?,
+            "boot_time" => self.boot_time = parse_duration(value)?,
+            "schema_check" => self.schema_check = parse_bool(value)?,
             _ => {
                 return Err(format!("unknown knob `{key}` (known: {})", Knobs::KEYS.join(", ")));
             }
@@ -310,6 +322,9 @@ pub enum FaultKind {
     Api500,
     ApiSlow,
     ApiMalformed,
+    /// The next installer runs fail part-way (as if the disk were full): a fault an operator
+    /// can fix (`clear`), unlike a `--kind fail` package.
+    InstallerFail,
 }
 
 impl FaultKind {
@@ -323,6 +338,7 @@ impl FaultKind {
         "api-500",
         "api-slow",
         "api-malformed",
+        "installer-fail",
     ];
 
     pub fn parse(text: &str) -> Option<FaultKind> {
@@ -336,6 +352,7 @@ impl FaultKind {
             "api-500" => FaultKind::Api500,
             "api-slow" => FaultKind::ApiSlow,
             "api-malformed" => FaultKind::ApiMalformed,
+            "installer-fail" => FaultKind::InstallerFail,
             _ => return None,
         })
     }
@@ -350,6 +367,7 @@ impl FaultKind {
             FaultKind::Api500 => "api-500",
             FaultKind::ApiSlow => "api-slow",
             FaultKind::ApiMalformed => "api-malformed",
+            FaultKind::InstallerFail => "installer-fail",
         }
     }
     /// Faults of the REST API rather than of cell-management-tool.
@@ -452,10 +470,18 @@ pub struct State {
     pub watchdog_restarts: u64,
     pub faults: Vec<Fault>,
     pub last_advanced_ms: u64,
-    /// Version of the schema in the (simulated) shared database: set to the installed version
-    /// by `create` and by a successful `bin/upgrade`. None in states written before it existed.
-    #[serde(default)]
+    /// Where states written before the shared database record (db.rs) kept its schema version;
+    /// read only to write that record on first access, never written again.
+    #[serde(default, skip_serializing)]
     pub db_version: Option<String>,
+    /// The shared database's schema version, loaded from db.json by `CellDir::with_state` for
+    /// this access (None: no record). A start compares it with the installed version.
+    #[serde(skip)]
+    pub db_schema: Option<String>,
+    /// Why the last start left the cell down (installed version and schema differ); cleared by
+    /// the next start or stop. Served by the health endpoint and written to the cell's log.
+    #[serde(default)]
+    pub start_refused: Option<String>,
     /// The UUID of the cell's `urn:vcloud:cell:<uuid>` id; filled in on first access for
     /// states written before it existed (see `CellDir::with_state`).
     #[serde(default)]
@@ -474,11 +500,26 @@ pub struct State {
     pub canceled_jobs: Vec<CanceledJob>,
     #[serde(default)]
     pub canceled_count: u64,
+    /// Set by `systemctl reboot`: the host is down until `boot_time` after this; then the
+    /// service starts (it is enabled). None: not rebooting.
+    #[serde(default)]
+    pub rebooting_since_ms: Option<u64>,
+    /// Timeline events produced by this access, written to the group's timeline.jsonl by
+    /// `CellDir::with_state` once the state is saved.
+    #[serde(skip)]
+    pub events: Vec<Pending>,
+}
+
+/// A timeline event not yet written: when it happened, what, and its details.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    pub at_ms: u64,
+    pub event: &'static str,
+    pub detail: serde_json::Value,
 }
 
 impl State {
     pub fn new(knobs: Knobs, running: bool, now: u64) -> State {
-        let db_version = Some(knobs.version.clone());
         State {
             schema: SCHEMA,
             knobs,
@@ -500,14 +541,23 @@ impl State {
             watchdog_restarts: 0,
             faults: Vec::new(),
             last_advanced_ms: now,
-            db_version,
+            db_version: None,
+            db_schema: None,
+            start_refused: None,
             cell_id: String::new(),
             name: None,
             group: None,
             primary_ip: None,
             canceled_jobs: Vec::new(),
             canceled_count: 0,
+            rebooting_since_ms: None,
+            events: Vec::new(),
         }
+    }
+
+    /// Records a timeline event (written when the state is saved).
+    pub fn emit(&mut self, at_ms: u64, event: &'static str, detail: serde_json::Value) {
+        self.events.push(Pending { at_ms, event, detail });
     }
 
     /// What the health endpoint reports: the service runs, the cell is up (not starting) and the
@@ -527,6 +577,9 @@ impl State {
 
     /// The one pending automatic transition: the current phase admits at most one.
     fn next_transition(&self) -> Option<u64> {
+        if let Some(since) = self.rebooting_since_ms {
+            return Some(since + ms(self.knobs.boot_time));
+        }
         match self.cell {
             Phase::Starting => Some(self.cell_since_ms + ms(self.knobs.startup_delay)),
             Phase::Down if self.service_running && self.shut_down_by_tool => {
@@ -538,22 +591,67 @@ impl State {
     }
 
     fn apply_transition(&mut self, at: u64) {
+        if self.rebooting_since_ms.take().is_some() {
+            self.emit(at, "boot", serde_json::Value::Null);
+            self.service_running = true;
+            self.service_since_ms = at;
+            self.emit(at, "service_started", serde_json::json!({"by": "boot"}));
+            self.begin_start(at);
+            return;
+        }
         match self.cell {
             Phase::Starting => {
                 self.cell = Phase::Up;
                 self.cell_since_ms = at;
                 self.arrival_anchor_ms = at;
+                self.emit(at, "cell_up", serde_json::json!({"version": self.knobs.version}));
             }
             Phase::Down => {
                 self.watchdog_restarts += 1;
+                self.emit(at, "watchdog_restart", serde_json::Value::Null);
                 self.begin_start(at);
             }
             Phase::Up => self.active = false,
         }
     }
 
-    /// A (re)started cell is a fresh JVM: quiesce and maintenance are gone.
+    /// Why a start must fail: with `schema_check` on, the installed version differs from the
+    /// shared database's schema (as a real cell cannot connect to a database of another version).
+    pub fn start_refusal(&self) -> Option<String> {
+        let schema = self.db_schema.as_deref()?;
+        let installed = self.knobs.version.as_str();
+        if !self.knobs.schema_check || compare_versions(schema, installed).is_eq() {
+            return None;
+        }
+        let what = if compare_versions(schema, installed).is_lt() {
+            "run the database upgrade (bin/upgrade) before starting an upgraded cell"
+        } else {
+            "this cell was not upgraded: install the database's version before starting it"
+        };
+        Some(format!(
+            "Unable to start the cell: the database schema is at version {schema}, but this cell runs version {installed}; {what}."
+        ))
+    }
+
+    /// A (re)started cell is a fresh JVM: quiesce and maintenance are gone. A cell whose
+    /// version does not match the database's schema stays down (`start_refused`).
     fn begin_start(&mut self, at: u64) {
+        self.start_refused = self.start_refusal();
+        if let Some(reason) = self.start_refused.clone() {
+            self.cell = Phase::Down;
+            self.cell_since_ms = at;
+            self.shut_down_by_tool = false;
+            self.quiesced = false;
+            self.quiesced_at_ms = None;
+            self.in_maintenance = false;
+            let detail = serde_json::json!({
+                "reason": reason,
+                "version": self.knobs.version,
+                "schema": self.db_schema,
+            });
+            self.emit(at, "start_refused", detail);
+            return;
+        }
         self.cell = Phase::Starting;
         self.cell_since_ms = at;
         self.shut_down_by_tool = false;
@@ -722,10 +820,14 @@ impl State {
     pub fn set_quiesce(&mut self, now: u64, on: bool) {
         if on {
             if !self.quiesced {
+                self.emit(now, "quiesced", serde_json::Value::Null);
                 self.quiesced = true;
                 self.quiesced_at_ms = Some(now);
             }
         } else {
+            if self.quiesced {
+                self.emit(now, "unquiesced", serde_json::Value::Null);
+            }
             self.quiesced = false;
             self.quiesced_at_ms = None;
             self.active = true;
@@ -737,6 +839,10 @@ impl State {
     pub fn set_maintenance(&mut self, now: u64, on: bool) {
         if self.in_maintenance && !on {
             self.arrival_anchor_ms = now;
+            self.emit(now, "maintenance_off", serde_json::Value::Null);
+        }
+        if !self.in_maintenance && on {
+            self.emit(now, "maintenance_on", serde_json::Value::Null);
         }
         self.in_maintenance = on;
     }
@@ -744,6 +850,7 @@ impl State {
     /// `--shutdown`: the cell JVM stops; the service (watchdog) stays active.
     pub fn shutdown_cell(&mut self, now: u64) {
         self.fail_running_jobs(now, "cell shut down");
+        self.emit(now, "shut_down", serde_json::Value::Null);
         self.cell = Phase::Down;
         self.cell_since_ms = now;
         self.shut_down_by_tool = true;
@@ -757,19 +864,34 @@ impl State {
             self.cell_since_ms = now;
         }
         self.shut_down_by_tool = false;
+        self.start_refused = None;
         if self.service_running {
             self.service_running = false;
             self.service_since_ms = now;
+            self.emit(now, "service_stopped", serde_json::Value::Null);
         }
+    }
+
+    /// `systemctl reboot`: the host goes down (the service stops, jobs fail) and comes back
+    /// `boot_time` later with the service started (it is enabled). A reboot while rebooting
+    /// changes nothing.
+    pub fn reboot(&mut self, now: u64) {
+        if self.rebooting_since_ms.is_some() {
+            return;
+        }
+        self.emit(now, "reboot", serde_json::Value::Null);
+        self.service_stop(now);
+        self.rebooting_since_ms = Some(now);
     }
 
     /// Returns false when the service was already active (then, as with systemd, nothing happens).
     pub fn service_start(&mut self, now: u64) -> bool {
-        if self.service_running {
+        if self.service_running || self.rebooting_since_ms.is_some() {
             return false;
         }
         self.service_running = true;
         self.service_since_ms = now;
+        self.emit(now, "service_started", serde_json::Value::Null);
         self.begin_start(now);
         self.advance(now);
         true
@@ -877,6 +999,46 @@ mod tests {
         s.service_stop(1_001_000);
         s.advance(1_100_000);
         assert_eq!(s.cell, Phase::Down);
+    }
+
+    #[test]
+    fn a_start_against_another_schema_leaves_the_cell_down() {
+        let mut s = cell(Knobs {
+            version: "10.6.1".into(),
+            schema_check: true,
+            watchdog_restart: Some(Duration::from_millis(100)),
+            ..Knobs::default()
+        });
+        s.db_schema = Some("10.5.1".into());
+        s.shutdown_cell(1_000_000);
+        // The watchdog's restart is refused too, and does not loop.
+        s.advance(1_000_500);
+        assert_eq!((s.cell, s.service_running), (Phase::Down, true));
+        assert!(
+            s.start_refused
+                .as_deref()
+                .unwrap()
+                .contains("schema is at version 10.5.1")
+        );
+        assert_eq!(s.watchdog_restarts, 1);
+        let refused: Vec<u64> = s
+            .events
+            .iter()
+            .filter(|e| e.event == "start_refused")
+            .map(|e| e.at_ms)
+            .collect();
+        assert_eq!(refused, [1_000_100]);
+        s.service_stop(1_000_600);
+        assert_eq!(s.start_refused, None);
+        s.db_schema = Some("10.6.1".into());
+        assert!(s.service_start(1_000_700));
+        assert_eq!(s.cell, Phase::Up);
+        // Without the check, any schema starts.
+        s.knobs.schema_check = false;
+        s.db_schema = Some("9.0".into());
+        s.service_stop(1_000_800);
+        s.service_start(1_000_800);
+        assert_eq!(s.cell, Phase::Up);
     }
 
     #[test]

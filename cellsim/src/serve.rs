@@ -9,7 +9,7 @@
 //! scheme (`http`, `https`) and the CA that signed the HTTPS certificate (`ca`).
 
 use crate::api;
-use crate::model::{now_ms, rfc3339_ms};
+use crate::model::{Phase, now_ms, rfc3339_ms};
 use crate::store::{CellDir, Error, Result, io_err, write_atomic};
 use crate::tls;
 use nix::sys::signal::{SigSet, Signal};
@@ -146,11 +146,18 @@ pub fn route(cell: &CellDir, listener: &Listener, req: &Request) -> Response {
     match req.path() {
         HEALTH_PATH if matches!(req.method.as_str(), "GET" | "HEAD") => {
             // A cell that cannot be read (e.g. being deleted) is not healthy.
-            let healthy = cell.with_state(|s, _| Ok(s.is_healthy())).unwrap_or(false);
-            if healthy {
-                Response::text(200, "OK", HEALTHY_BODY)
-            } else {
-                Response::text(503, "Service Unavailable", UNHEALTHY_BODY)
+            let health = cell.with_state(|s, _| {
+                let refused = s
+                    .start_refused
+                    .clone()
+                    .filter(|_| s.service_running && s.cell == Phase::Down);
+                Ok((s.is_healthy(), refused))
+            });
+            match health.unwrap_or((false, None)) {
+                (true, _) => Response::text(200, "OK", HEALTHY_BODY),
+                // The cell did not start: the reason its log gives, as the status page would.
+                (false, Some(reason)) => Response::text(503, "Service Unavailable", &reason),
+                (false, None) => Response::text(503, "Service Unavailable", UNHEALTHY_BODY),
             }
         }
         HEALTH_PATH => {

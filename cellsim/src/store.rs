@@ -97,10 +97,61 @@ impl CellDir {
             state.name = Some(self.default_name());
         }
         let now = now_ms().max(state.last_advanced_ms);
+        let shared = crate::group::shared_dir(self, state.group.as_deref());
+        // A state from before the shared record: its database version becomes the record.
+        if let Some(legacy) = state.db_version.take() {
+            crate::db::init(&shared, &legacy, now)?;
+        }
+        state.db_schema = crate::db::schema(&shared)?;
         state.advance(now);
         let out = f(&mut state, now)?;
         self.save(&state)?;
+        // Under the cell's lock, so one cell's events are written in the order they happened.
+        let events = std::mem::take(&mut state.events);
+        let name = state.name.as_deref().unwrap_or_default();
+        let path = crate::timeline::path_of(self, state.group.as_deref());
+        if let Err(e) = crate::timeline::append(&path, name, &events) {
+            eprintln!("cellsim: the timeline lost {} event(s): {e}", events.len());
+        }
+        if let Err(e) = self.log_events(&state, &events) {
+            eprintln!("cellsim: {e}");
+        }
         Ok(out)
+    }
+
+    /// DIR/logs/cell.log, as VCD_HOME/logs/cell.log (vcd.md section 2).
+    pub fn cell_log_path(&self) -> PathBuf {
+        self.root.join("logs").join("cell.log")
+    }
+
+    /// Appends the cell's log lines for `events` (start-up, a refused start, shutdowns).
+    fn log_events(&self, state: &State, events: &[crate::model::Pending]) -> Result<()> {
+        let mut text = String::new();
+        for e in events {
+            let line = match e.event {
+                "service_started" | "watchdog_restart" => "INFO  | Application startup begins".to_string(),
+                "cell_up" => format!(
+                    "INFO  | Cell startup completed in {}",
+                    humantime::format_duration(state.knobs.startup_delay)
+                ),
+                "start_refused" => format!("ERROR | {}", e.detail["reason"].as_str().unwrap_or_default()),
+                "shut_down" | "service_stopped" => "INFO  | Cell shutdown completed".to_string(),
+                _ => continue,
+            };
+            text += &format!("{} | {line}\n", crate::model::rfc3339_ms(e.at_ms));
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        let path = self.cell_log_path();
+        let dir = self.root.join("logs");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.write_all(text.as_bytes()).map_err(io_err(&path))
     }
 
     /// Reads the state without the lock or advancing it (state.json is replaced atomically, so a

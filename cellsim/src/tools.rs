@@ -83,6 +83,12 @@ pub struct Record {
     /// None: the call hung (the record is written before hanging).
     pub exit_code: Option<i32>,
     pub pid: u32,
+    /// `at` in milliseconds since the epoch (records written before this field: 0).
+    #[serde(default)]
+    pub at_ms: u64,
+    /// When the call ended (when the record was written); None: it hung (or older records).
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
 }
 
 pub struct Invocation {
@@ -125,6 +131,8 @@ impl Invocation {
             stdin_tty: std::io::stdin().is_terminal(),
             exit_code,
             pid: std::process::id(),
+            at_ms: self.at_ms,
+            ended_ms: exit_code.map(|_| now_ms()),
         };
         let mut line = serde_json::to_string(&record).expect("record serializes");
         line.push('\n');
@@ -139,6 +147,18 @@ impl Invocation {
             Ok(n) if n == line.len() => {}
             Ok(_) => eprintln!("cellsim: {}: short write", path.display()),
             Err(e) => eprintln!("cellsim: {}: {e}", path.display()),
+        }
+        // The installer and the database tool also go to the group's timeline, so tests can
+        // order them against the other cells' events.
+        if matches!(self.tool.as_str(), INSTALLER | "upgrade") {
+            let detail = serde_json::json!({
+                "tool": self.tool,
+                "started_ms": self.at_ms,
+                "exit_code": exit_code,
+            });
+            if let Err(e) = crate::timeline::record(&self.cell, "call", now_ms(), detail) {
+                eprintln!("cellsim: the timeline lost a call record: {e}");
+            }
         }
     }
 }
@@ -550,6 +570,9 @@ fn systemctl(inv: &Invocation) -> i32 {
     if verb == "show" {
         return systemctl_show(inv);
     }
+    if verb == "reboot" {
+        return systemctl_reboot(inv);
+    }
     if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status") {
         eprintln!("Unknown command verb {verb}.");
         return 1;
@@ -591,6 +614,20 @@ fn systemctl(inv: &Invocation) -> i32 {
         eprintln!("cellsim: {e}");
         INTERNAL_ERROR
     })
+}
+
+/// `systemctl reboot`: the host goes down (service stopped) and boots `boot_time` later, when
+/// the service starts again (see `State::reboot`). Prints nothing, exit 0, as systemd does.
+fn systemctl_reboot(inv: &Invocation) -> i32 {
+    inv.cell
+        .with_state(|s, now| {
+            s.reboot(now);
+            Ok(0)
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("cellsim: {e}");
+            INTERNAL_ERROR
+        })
 }
 
 /// `systemctl show [-p P[,P...]]... [--property=P[,P...]]... [--value] UNIT`, answered as systemd

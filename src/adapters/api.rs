@@ -53,6 +53,9 @@ pub struct CellInfo {
     pub is_active: bool,
     /// ACTIVE|MAINTENANCE|QUIESCED|INACTIVE on API 38.1+, absent before.
     pub status: Option<String>,
+    /// The VCD version the cell runs (`productVersion`), when the API says.
+    #[serde(default)]
+    pub product_version: Option<String>,
 }
 
 impl CellInfo {
@@ -60,6 +63,14 @@ impl CellInfo {
     pub fn serving(&self) -> bool {
         match &self.status {
             Some(s) => s == "ACTIVE",
+            None => self.is_active,
+        }
+    }
+
+    /// Its service runs (serving, quiesced or in maintenance): anything but INACTIVE.
+    pub fn running(&self) -> bool {
+        match &self.status {
+            Some(s) => s != "INACTIVE",
             None => self.is_active,
         }
     }
@@ -116,6 +127,8 @@ mod wire {
         pub id: String,
         pub is_active: bool,
         pub status: Option<String>,
+        #[serde(default)]
+        pub product_version: Option<String>,
     }
 
     /// `GET /api/query?type=adminTask&format=records`: one page.
@@ -155,6 +168,7 @@ fn cells_of(page: wire::CellsPage) -> (Vec<CellInfo>, u64) {
             id: c.id,
             is_active: c.is_active,
             status: c.status,
+            product_version: c.product_version,
         })
         .collect();
     (cells, page.page_count.unwrap_or(1))
@@ -513,6 +527,7 @@ mod tests {
             id: format!("urn:vcloud:cell:{name}"),
             is_active: active,
             status: status.map(Into::into),
+            product_version: None,
         }
     }
 
@@ -539,10 +554,13 @@ mod tests {
         }
         let v = json!({"versionInfo":[{"version":"37.0","deprecated":false},{"version":"38.1","deprecated":false},{"version":"39.0","deprecated":true}]});
         assert_eq!(newest_version(&parse(v).unwrap()).as_deref(), Some("38.1"));
-        let v = json!({"resultTotal":3,"pageCount":2,"page":1,"pageSize":2,"values":[{"name":"a","id":"x","isActive":true,"status":"ACTIVE"},{"name":"b","isActive":false}]});
+        let v = json!({"resultTotal":3,"pageCount":2,"page":1,"pageSize":2,"values":[{"name":"a","id":"x","isActive":true,"status":"ACTIVE","productVersion":"10.6.1"},{"name":"b","isActive":false}]});
         let (cells, pages) = cells_of(parse(v).unwrap());
         assert_eq!(pages, 2);
         assert_eq!(cells[1].status, None);
+        assert_eq!(cells[0].product_version.as_deref(), Some("10.6.1"));
+        assert_eq!(cells[1].product_version, None);
+        assert!(cells[0].running() && !cells[1].running());
         assert!(parse::<wire::CellsPage>(json!({"values":[{"name":"a"}]})).is_err());
         let v = json!({"total":1,"record":[{"href":"https://h/api/task/t-1","name":"vappDeploy","ownerName":"bob","startDate":"2026-01-01T00:00:00Z"}]});
         let (tasks, total) = tasks_of(parse(v).unwrap());

@@ -112,17 +112,54 @@ pub fn unpacked_size(package: &Path) -> Result<u64, String> {
     Ok(total)
 }
 
-/// Free bytes for an unprivileged writer on the file system holding `dir` (or its nearest
-/// existing ancestor).
-pub fn free_space(dir: &Path) -> Result<u64, String> {
-    let mut d = dir;
-    while !d.exists() {
-        d = d
-            .parent()
-            .ok_or_else(|| format!("{}: no existing ancestor", dir.display()))?;
+/// Where an update repository keeps its manifest (VAMI's repository layout: the update
+/// `.tar.gz` is such a repository, `manifest/` beside `package-pool/`). Inferred from VAMI's
+/// layout and the vendor's update packages, not stated in the research notes.
+pub const MANIFEST: &str = "manifest/manifest-latest.xml";
+
+/// The manifest's largest believable size (VAMI manifests are a few KiB).
+const MAX_MANIFEST: u64 = 1024 * 1024;
+
+/// What an update package's manifest offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub version: String,
+    pub build: Option<String>,
+}
+
+/// The version (and build) the manifest inside `package` names, read from the archive's
+/// stream: nothing is written.
+pub fn manifest_offer(package: &Path) -> Result<Offer, String> {
+    let file = fs::File::open(package).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| format!("a corrupt archive: {e}"))?;
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        if safe_relative(&path).as_deref() != Some(Path::new(MANIFEST)) {
+            continue;
+        }
+        let mut xml = String::new();
+        entry
+            .take(MAX_MANIFEST)
+            .read_to_string(&mut xml)
+            .map_err(|e| format!("{MANIFEST}: {e}"))?;
+        return parse_manifest(&xml);
     }
-    let st = nix::sys::statvfs::statvfs(d).map_err(|e| format!("{}: {e}", d.display()))?;
-    Ok(st.blocks_available() * st.fragment_size())
+    Err(format!("no {MANIFEST} in the package: not an appliance update"))
+}
+
+/// `<version>` and `<build>` of a VAMI manifest.
+fn parse_manifest(xml: &str) -> Result<Offer, String> {
+    let tag = |name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = xml[start..].find(&format!("</{name}>"))?;
+        Some(xml[start..start + end].trim().to_string()).filter(|t| !t.is_empty())
+    };
+    Ok(Offer {
+        version: tag("version").ok_or_else(|| format!("{MANIFEST} names no <version>"))?,
+        build: tag("build"),
+    })
 }
 
 /// `file:///FOLDER`: the repository URL vamicli reads a local update from.
@@ -185,6 +222,34 @@ pub fn parse_check(stdout: &str) -> Result<Option<String>, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_manifest_is_read_from_the_archive_without_unpacking() {
+        let d = tempfile::tempdir().unwrap();
+        let pkg = d.path().join("u_update.tar.gz");
+        let gz = flate2::write::GzEncoder::new(fs::File::create(&pkg).unwrap(), flate2::Compression::fast());
+        let mut t = tar::Builder::new(gz);
+        for (name, body) in [
+            ("package-pool/x.rpm", "rpm"),
+            (
+                MANIFEST,
+                "<update>\n <version>10.6.0</version>\n <build>24135488</build>\n</update>",
+            ),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            t.append_data(&mut h, name, body.as_bytes()).unwrap();
+        }
+        t.into_inner().unwrap().finish().unwrap();
+        let offer = manifest_offer(&pkg).unwrap();
+        assert_eq!(offer.version, "10.6.0");
+        assert_eq!(offer.build.as_deref(), Some("24135488"));
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "nothing written");
+        assert!(parse_manifest("<update><build>1</build></update>").is_err());
+        fs::write(&pkg, b"not gzip").unwrap();
+        assert!(manifest_offer(&pkg).is_err());
+    }
 
     #[test]
     fn check_output_is_read() {

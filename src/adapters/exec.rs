@@ -95,16 +95,6 @@ impl Drop for GroupGuard {
 }
 
 /// Run a plain command (no terminal), stdin closed, output captured.
-/// Is `cmd` runnable (an executable path, or a name found on PATH)?
-pub fn resolvable(cmd: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let exec_ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if cmd.components().count() > 1 {
-        return exec_ok(cmd);
-    }
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| exec_ok(&d.join(cmd))))
-}
-
 pub async fn run<S: AsRef<OsStr>>(program: &Path, args: &[S], timeout: Duration) -> Result<Output, ExecError> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)

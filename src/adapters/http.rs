@@ -27,6 +27,16 @@ pub struct Trust<'a> {
 }
 
 pub fn client(connect_timeout: Duration, timeout: Duration, trust: Trust<'_>) -> Result<reqwest::Client, ClientError> {
+    client_with_identity(connect_timeout, timeout, trust, None)
+}
+
+/// As [`client`], presenting a client certificate (the lock service's mutual TLS).
+pub fn client_with_identity(
+    connect_timeout: Duration,
+    timeout: Duration,
+    trust: Trust<'_>,
+    identity: Option<reqwest::Identity>,
+) -> Result<reqwest::Client, ClientError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .timeout(timeout)
@@ -41,6 +51,9 @@ pub fn client(connect_timeout: Duration, timeout: Duration, trust: Trust<'_>) ->
         let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
         let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| bad(e.to_string()))?;
         b = b.add_root_certificate(cert);
+    }
+    if let Some(id) = identity {
+        b = b.identity(id);
     }
     b.build().map_err(|e| ClientError::Build(error_chain(&e)))
 }

@@ -10,6 +10,7 @@ pub(crate) mod health;
 pub(crate) mod host;
 pub(crate) mod http;
 pub(crate) mod install;
+pub(crate) mod lock;
 pub(crate) mod package;
 pub(crate) mod pin;
 pub(crate) mod service;

@@ -121,4 +121,11 @@ impl Procedure for Drain<'_> {
         drain::drive(ctx, run, self.0).await;
         Ok(())
     }
+
+    /// The guard again, now that the slot keeps other cells from starting.
+    async fn after_slot(&self, ctx: &Ctx<'_>, _run: &mut Run) -> Result<(), Error> {
+        let line = preflight::redundancy_guard(ctx.s, self.0.allow_last_cell, &ctx.tool).await?;
+        tracing::info!("slot taken; {line}");
+        Ok(())
+    }
 }

@@ -2,7 +2,10 @@
 //! else. A new command that changes the cell is a `lifecycle::Procedure` here.
 
 pub(crate) mod appliance;
+pub(crate) mod db_upgrade;
 pub(crate) mod drain;
+pub(crate) mod lock;
+pub(crate) mod preflight;
 pub(crate) mod report;
 pub(crate) mod resume;
 pub(crate) mod start;

@@ -63,6 +63,11 @@ impl Procedure for Resume {
         Ok(())
     }
 
+    /// `resume` releases the slot once the undo is done; it never waits for one.
+    fn takes_slot(&self) -> bool {
+        false
+    }
+
     async fn enter(&self, _ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
         run.drain_event(Event::UndoRequested)
     }

@@ -5,6 +5,7 @@ use crate::adapters::credentials;
 use crate::adapters::vendor::{CellTool, ToolError};
 use crate::config::Settings;
 use crate::engine::context::service_of;
+use crate::engine::preflight::installed_version;
 use crate::error::Error;
 use crate::model::outcome::CommandName;
 use crate::model::step::ServiceState;
@@ -77,7 +78,9 @@ async fn report(s: &Settings) -> Result<Report, Error> {
             Err(e) => rep.tasks_error = Some(e.to_string()),
         }
     }
+    rep.installed_version = Some(installed_version(s).await);
     rep.recorded_run = Some(recorded);
     rep.live_run = live;
+    rep.slot = crate::engine::slot::recorded(s);
     Ok(rep)
 }

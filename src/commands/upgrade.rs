@@ -4,22 +4,22 @@
 
 use std::cmp::Ordering;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::adapters::exec;
 use crate::adapters::install::{InstallError, UnitSpec};
 use crate::adapters::package::{self, Kind, Package, compare_versions};
 use crate::cli::PackageArgs;
 use crate::config::{DrainSettings, Settings};
 use crate::engine::context::Ctx;
 use crate::engine::lifecycle::Procedure;
+use crate::engine::preflight::installed_version;
 use crate::engine::run::{Recorder, Run};
 use crate::engine::units::{self, Effect, NoWitness, Recovery, UnitStep, Witness};
 use crate::engine::{drain, health, preflight, signals};
+use crate::error::Error;
 
 use super::appliance;
-use crate::error::{Error, Precheck};
 use crate::model::outcome::{CommandName, Outcome};
 use crate::model::phase::{Event, Phase};
 use crate::model::stage::{Stage, StageEvent};
@@ -52,20 +52,6 @@ const DB_UPGRADE: UnitStep = UnitStep {
     step: Step::DbUpgrade,
     what: "the database upgrade",
 };
-
-/// Read the installed version with the configured command (None if it cannot be told).
-pub(crate) async fn installed_version(s: &Settings) -> Option<String> {
-    let (prog, args) = s.install.version_command.split_first()?;
-    let out = exec::run(Path::new(prog), args, s.tool_timeout).await.ok()?;
-    if !out.success() {
-        return None;
-    }
-    out.stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
-}
 
 /// The program, arguments, answers and environment that install a package.
 fn install_spec(s: &Settings, pkg: &Package, unit: &str, allow_downgrade: bool) -> Result<UnitSpec, Error> {
@@ -110,6 +96,12 @@ fn install_spec(s: &Settings, pkg: &Package, unit: &str, allow_downgrade: bool) 
     Ok(spec)
 }
 
+/// An install/upgrade record always names its package; one that does not was not written by
+/// `install` or `upgrade`.
+fn no_package(run_id: &str) -> Error {
+    Error::Internal(format!("run {run_id} records an install without its package"))
+}
+
 fn up(run: &Run) -> &UpgradeRecord {
     run.rec.upgrade.as_ref().expect("an install/upgrade record")
 }
@@ -119,7 +111,8 @@ fn up_mut(run: &mut Run) -> &mut UpgradeRecord {
 }
 
 impl Upgrade<'_> {
-    /// The package, before anything else: verified, and newer than what is installed.
+    /// The package, before anything else: verified, newer than what is installed, its
+    /// installer there and room to unpack it (the same checks `cellctl preflight` reports).
     async fn verified_package(&self, s: &Settings) -> Result<(Package, Option<String>), Error> {
         let o = self.0;
         let path = o.package.clone().ok_or_else(|| {
@@ -128,21 +121,17 @@ impl Upgrade<'_> {
                 o.command
             ))
         })?;
-        let mut pkg = package::verify(&path, o.pkg.sha256.as_deref(), s.install.command.is_some())?;
-        appliance::check_fits(s, &pkg)?;
-        if let Some(v) = &o.pkg.package_version {
-            pkg.version = Some(v.clone());
-        }
+        let pkg = preflight::verified_package(s, &path, o.pkg.sha256.as_deref(), o.pkg.package_version.as_deref())?;
+        preflight::check_fits(s, &pkg)?;
         let before = installed_version(s).await;
         package::check_versions(before.as_deref(), pkg.version.as_deref(), o.pkg.allow_downgrade)?;
-        if !exec::resolvable(&s.install.systemd_run) {
-            return Err(Precheck::NoSystemdRun {
-                path: s.install.systemd_run.display().to_string(),
-            }
-            .into());
+        preflight::check_systemd_run(s)?;
+        preflight::check_installer(s, &pkg)?;
+        if let Some(needed) = preflight::space_needed(s, Some(&pkg)) {
+            preflight::check_space(s, needed)?;
         }
         if o.db_upgrade {
-            preflight::check_executable(&s.vcd_home.join("bin/upgrade"))?;
+            preflight::check_executable(&preflight::db_tool(s))?;
         }
         Ok((pkg, before))
     }
@@ -209,7 +198,7 @@ impl Procedure for Upgrade<'_> {
         let mut rec = super::drain::new_record(ctx, o.command, run_id.clone(), o.drain.as_ref(), before, detail);
         let appliance = (pkg.kind == Kind::ApplianceUpdate).then(|| appliance::new_record(ctx.s, &run_id));
         rec.upgrade = Some(UpgradeRecord {
-            package: pkg,
+            package: Some(pkg),
             // A stopped cell has nothing to drain (`enter` records that in its phase); an
             // appliance checks its update first.
             stage: match (&appliance, st) {
@@ -233,24 +222,21 @@ impl Procedure for Upgrade<'_> {
     async fn continue_record(&self, _ctx: &Ctx<'_>, rec: &mut RunRecord) -> Result<(), Error> {
         let o = self.0;
         let up = rec.upgrade.as_ref().expect("takes_over checked");
+        let recorded = up.package.as_ref().ok_or_else(|| no_package(&rec.run_id))?;
         if let Some(p) = &o.package
-            && p != &up.package.path
+            && p != &recorded.path
         {
             return Err(Error::Conflict(format!(
                 "run {} is upgrading with {}, not {}: finish it first (`cellctl {}` with no package or the same one)",
                 rec.run_id,
-                up.package.path.display(),
+                recorded.path.display(),
                 p.display(),
                 o.command
             )));
         }
         if up.stage.before_drain() || matches!(up.stage, Stage::Drain | Stage::Install) {
             // The file could have changed while we were away: verify it again.
-            package::verify(
-                &up.package.path,
-                Some(&up.package.sha256),
-                up.package.kind == Kind::Custom,
-            )?;
+            package::verify(&recorded.path, Some(&recorded.sha256), recorded.kind == Kind::Custom)?;
         }
         tracing::info!(run_id = %rec.run_id, stage = %up.stage, "continuing the recorded run from {}", rec.started_at);
         if let Some(d) = &o.drain
@@ -273,6 +259,15 @@ impl Procedure for Upgrade<'_> {
             (Stage::Drain, None) => Err(Error::Internal("drain stage without drain settings".into())),
             _ => Ok(()),
         }
+    }
+
+    /// A new run that drains a running cell checks the guard again, now that it holds the slot.
+    async fn after_slot(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        if let (Some(d), Stage::Drain) = (&self.0.drain, up(run).stage) {
+            let line = preflight::redundancy_guard(ctx.s, d.allow_last_cell, &ctx.tool).await?;
+            tracing::info!("slot taken; {line}");
+        }
+        Ok(())
     }
 
     async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
@@ -420,7 +415,7 @@ async fn install_stage(
     tr: &crate::adapters::install::Transient,
 ) -> Result<(), Error> {
     let s = ctx.s;
-    let pkg = up(run).package.clone();
+    let pkg = up(run).package.clone().ok_or_else(|| no_package(&run.rec.run_id))?;
     ensure_stopped(ctx, run).await?;
     make_runnable(&pkg)?;
     let unit = up(run).install_unit.clone();
@@ -465,6 +460,18 @@ async fn db_stage(
     o: &UpgradeOptions,
     tr: &crate::adapters::install::Transient,
 ) -> Result<(), Error> {
+    db_upgrade_step(ctx, run, o.pkg.retry_install, tr).await
+}
+
+/// The database upgrade in its transient unit, then the stage's end: the step of `upgrade
+/// --db-upgrade` and of `cellctl db-upgrade`. `retry`: run it again after a failure or an
+/// unknown end recorded earlier (`--retry-install`).
+pub(crate) async fn db_upgrade_step(
+    ctx: &Ctx<'_>,
+    run: &mut Run,
+    retry: bool,
+    tr: &crate::adapters::install::Transient,
+) -> Result<(), Error> {
     let s = ctx.s;
     let unit = up(run)
         .db_unit
@@ -473,7 +480,7 @@ async fn db_stage(
     let spec = UnitSpec {
         unit: unit.clone(),
         description: "cellctl database upgrade".into(),
-        program: s.vcd_home.join("bin/upgrade"),
+        program: preflight::db_tool(s),
         args: vec!["--backup-completed".into()],
         // Yes to "upgrade the database?" and nothing more: any further question (an active
         // cell found, say) reads end-of-input, which the tool takes as no.
@@ -482,11 +489,13 @@ async fn db_stage(
         timeout: s.install.timeout,
     };
     let rec = Recovery {
-        retry: o.pkg.retry_install,
+        retry,
         witness: &NoWitness("the database upgrade leaves no version that cellctl can read"),
     };
     let (_, idx) = units::run_step(ctx, run, DB_UPGRADE, spec, tr, &rec, |_, _| {}).await?;
-    run.end(idx, StepStatus::Done, None)?;
+    // What the tool said last: "upgrade complete", or "already at version" on a rerun.
+    let said = units::last_lines(&ctx.tool.password.redact(&tr.tail(&unit)), 1);
+    run.end(idx, StepStatus::Done, Some(said).filter(|l| !l.trim().is_empty()))?;
     run.stage_event(StageEvent::DbUpgraded)
 }
 

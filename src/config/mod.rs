@@ -71,6 +71,23 @@ pub struct FileConfig {
     pub report: ReportFile,
     #[serde(default)]
     pub api: ApiFile,
+    #[serde(default)]
+    pub lock: LockFile,
+}
+
+/// `[lock]`: fleet-wide slots on etcd or a FleetLock server (none: no slot is taken).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    pub etcd: Option<String>,
+    pub fleetlock: Option<String>,
+    pub group: Option<String>,
+    pub slots: Option<u32>,
+    pub id: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub wait: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,8 +144,10 @@ pub struct InstallFile {
     pub kind: Option<String>,
     /// The appliance's vamicli.
     pub vamicli: Option<PathBuf>,
-    /// Parent of the folders appliance update packages are unpacked into.
+    /// Where the installer unpacks, and an appliance's update folders go (its free space is checked before an install).
     pub unpack_dir: Option<PathBuf>,
+    /// Free space needed there, e.g. "4GiB" [default: the package's size × SPACE_FACTOR].
+    pub min_free: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +212,8 @@ pub struct Settings {
     pub redundancy_guard: bool,
     /// How long the undo after a signal may take in all: a stop request must end the run.
     pub rollback_budget: Duration,
+    /// Fleet-wide slots (`[lock]`); None: no slot is taken (the behaviour without a lock).
+    pub lock: Option<crate::adapters::lock::LockSettings>,
 }
 
 /// The systemd credential name for the webhook signing secret.
@@ -207,8 +228,10 @@ pub struct InstallSettings {
     /// None: told by whether vamicli is found.
     pub kind: Option<CellKind>,
     pub vamicli: PathBuf,
-    /// None: STATE_DIR/updates.
-    pub unpack_dir: Option<PathBuf>,
+    /// Where the installer unpacks.
+    pub unpack_dir: PathBuf,
+    /// Free space needed in `unpack_dir` (bytes); None: the package's size × `SPACE_FACTOR`.
+    pub min_free: Option<u64>,
 }
 
 /// How the cell's product is installed and updated.
@@ -228,6 +251,32 @@ fn cell_kind(text: &str, source: &str) -> Result<CellKind, ConfigError> {
             "{source}: unknown cell kind {other:?}: use \"linux\" or \"appliance\" (or leave it out to tell by vamicli)"
         ))),
     }
+}
+
+/// Without `min_free`, an install needs this many times the package's size free where it
+/// unpacks: the self-extracting archive's payload, the RPMs it unpacks from it, and room for
+/// their installation's scratch files.
+pub const SPACE_FACTOR: u64 = 3;
+
+/// Where VMware's `.bin` installer unpacks its payload by default.
+pub const DEFAULT_UNPACK_DIR: &str = "/tmp";
+
+/// A size: a whole number of bytes, or with a binary unit (K, M, G, T; also KiB, MiB, GiB,
+/// TiB, any case): "4GiB", "500M", "1048576".
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "ki" | "kib" => 10,
+        "m" | "mi" | "mib" => 20,
+        "g" | "gi" | "gib" => 30,
+        "t" | "ti" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
 }
 
 /// Where VMware's installer registers the product (an RPM), as the default version source.
@@ -548,6 +597,7 @@ fn settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Result<Setti
         api: api_settings(g, f, path)?,
         redundancy_guard: !g.skip_redundancy_guard && f.api.redundancy_guard.unwrap_or(true),
         rollback_budget: rollback_budget(f, path)?,
+        lock: lock_settings(g, f, path)?,
     };
     check_trust(g, f, &s, path)?;
     if s.webhook.enabled() {
@@ -620,7 +670,12 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Resu
             .clone()
             .or(f.install.vamicli.clone())
             .unwrap_or_else(|| "vamicli".into()),
-        unpack_dir: g.unpack_dir.clone().or(f.install.unpack_dir.clone()),
+        unpack_dir: g
+            .unpack_dir
+            .clone()
+            .or(f.install.unpack_dir.clone())
+            .unwrap_or_else(|| DEFAULT_UNPACK_DIR.into()),
+        min_free: min_free(g, f, path)?,
     };
     if i.version_command.is_empty() {
         return Err(ConfigError::Invalid(
@@ -633,6 +688,29 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Resu
         ));
     }
     Ok(i)
+}
+
+/// `--min-free` (or CELLCTL_MIN_FREE) over `[install] min_free`.
+fn min_free(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Result<Option<u64>, ConfigError> {
+    let (value, source) = match (&g.min_free, &f.install.min_free) {
+        (Some(v), _) => (v, "--min-free (or CELLCTL_MIN_FREE)".to_string()),
+        (None, Some(v)) => (
+            v,
+            format!(
+                "[install] min_free in {}{}",
+                path.map(|p| p.display().to_string()).unwrap_or_default(),
+                line_of(&f.text, "install.min_free")
+                    .map(|l| format!(" line {l}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (None, None) => return Ok(None),
+    };
+    parse_size(value).map(Some).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "{source}: {value:?} is not a size; give bytes or a number with K, M, G or T (binary units), e.g. \"4GiB\""
+        ))
+    })
 }
 
 fn health_settings(
@@ -732,6 +810,120 @@ fn webhook_secret(
     secret.map_err(|e| ConfigError::Invalid(format!("report signing secret: {e}")))
 }
 
+/// Where a `[lock]` key stands in the config file, for messages ("" when not from a file).
+fn lock_at(f: &FileConfig, path: Option<&Path>, key: &str) -> String {
+    let line = line_of(&f.text, &format!("lock.{key}"));
+    match (path, line) {
+        (Some(p), Some(n)) => format!(" (config file {} line {n})", p.display()),
+        (Some(p), None) => format!(" (config file {})", p.display()),
+        _ => String::new(),
+    }
+}
+
+/// The one lock backend and its URL (None: no lock); both set, or a URL that is not http(s),
+/// is refused.
+fn lock_backend(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    path: Option<&Path>,
+) -> Result<Option<(crate::adapters::lock::Backend, String)>, ConfigError> {
+    use crate::adapters::lock::Backend;
+    let l = &f.lock;
+    let at = |key: &str| lock_at(f, path, key);
+    let etcd = g.lock_etcd.clone().or(l.etcd.clone());
+    let fleetlock = g.lock_fleetlock.clone().or(l.fleetlock.clone());
+    let (backend, url, key) = match (etcd, fleetlock) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid(format!(
+                "both lock backends are set: etcd (--lock-etcd, CELLCTL_LOCK_ETCD, [lock] etcd){} and fleetlock (--lock-fleetlock, CELLCTL_LOCK_FLEETLOCK, [lock] fleetlock){}; keep one",
+                at("etcd"),
+                at("fleetlock")
+            )));
+        }
+        (Some(u), None) => (Backend::Etcd, u, "etcd"),
+        (None, Some(u)) => (Backend::FleetLock, u, "fleetlock"),
+    };
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "lock {key} URL {url:?} (--lock-{key}, CELLCTL_LOCK_{}, [lock] {key}){} is not an http:// or https:// URL; e.g. http://etcd1:2379",
+                key.to_uppercase(),
+                at(key)
+            )));
+        }
+    }
+    Ok(Some((backend, url)))
+}
+
+/// `[lock]` (flags and `CELLCTL_LOCK_*` over the file): one backend at most, a FleetLock-valid
+/// group, a slot count of at least 1, and client certificate and key together.
+fn lock_settings(
+    g: &GlobalArgs,
+    f: &FileConfig,
+    path: Option<&Path>,
+) -> Result<Option<crate::adapters::lock::LockSettings>, ConfigError> {
+    use crate::adapters::lock::LockSettings;
+    let l = &f.lock;
+    let at = |key: &str| lock_at(f, path, key);
+    let Some((backend, url)) = lock_backend(g, f, path)? else {
+        return Ok(None);
+    };
+    let group = g
+        .lock_group
+        .clone()
+        .or(l.group.clone())
+        .unwrap_or_else(|| "default".into());
+    if group.is_empty() || !group.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        return Err(ConfigError::Invalid(format!(
+            "lock group {group:?} (--lock-group, CELLCTL_LOCK_GROUP, [lock] group){} must match [a-zA-Z0-9.-]+ (the FleetLock protocol's rule)",
+            at("group")
+        )));
+    }
+    let slots = g.lock_slots.or(l.slots).unwrap_or(1);
+    if slots == 0 {
+        return Err(ConfigError::Invalid(format!(
+            "lock slots (--lock-slots, CELLCTL_LOCK_SLOTS, [lock] slots){} must be at least 1",
+            at("slots")
+        )));
+    }
+    let id = g.lock_id.clone().or(l.id.clone());
+    if id.as_deref().is_some_and(|i| i.trim().is_empty() || i.contains('\n')) {
+        return Err(ConfigError::Invalid(format!(
+            "lock id (--lock-id, CELLCTL_LOCK_ID, [lock] id){} must be a non-empty single line",
+            at("id")
+        )));
+    }
+    let client_cert = g.lock_client_cert.clone().or(l.client_cert.clone());
+    let client_key = g.lock_client_key.clone().or(l.client_key.clone());
+    if client_cert.is_some() != client_key.is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "lock client_cert and client_key (--lock-client-cert/--lock-client-key, [lock]){} go together: set both or neither",
+            at(if client_cert.is_some() {
+                "client_cert"
+            } else {
+                "client_key"
+            })
+        )));
+    }
+    let wait = match g.lock_wait {
+        Some(d) => d.into(),
+        None => dur(path, "lock.wait", l.wait.as_deref())?.unwrap_or(Duration::ZERO),
+    };
+    Ok(Some(LockSettings {
+        backend,
+        url,
+        group,
+        slots,
+        id,
+        ca_file: g.lock_ca_file.clone().or(l.ca_file.clone()),
+        client_cert,
+        client_key,
+        wait,
+    }))
+}
+
 /// Default 2 minutes: the shipped unit's TimeoutStopSec is 10 minutes, and a stop request must
 /// end the run well before systemd kills it.
 fn rollback_budget(f: &FileConfig, path: Option<&Path>) -> Result<Duration, ConfigError> {
@@ -806,6 +998,17 @@ fn drain_settings(a: &DrainArgs, f: &FileConfig, path: Option<&Path>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("4GiB"), Some(4 << 30));
+        assert_eq!(parse_size("500m"), Some(500 << 20));
+        assert_eq!(parse_size(" 2 K "), Some(2048));
+        for bad in ["", "G", "1.5G", "-1", "4 parsecs", "99999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn unknown_key_is_rejected_with_line() {
@@ -960,6 +1163,36 @@ mod tests {
             e.contains("--api-cert-sha256") && e.contains("\"AB:CD\"") && e.contains("64"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn lock_comes_from_flag_over_file_and_none_means_no_lock() {
+        let (_d, p) = config_with(
+            "[lock]\netcd = \"http://e:2379\"\ngroup = \"g1\"\nwait = \"2m\"\n",
+            0o600,
+        );
+        let g = GlobalArgs {
+            config: Some(p.clone()),
+            lock_group: Some("g2".into()),
+            ..Default::default()
+        };
+        let (s, _, _) = resolve(&g).unwrap();
+        let l = s.lock.unwrap();
+        assert_eq!((l.url.as_str(), l.group.as_str(), l.slots), ("http://e:2379", "g2", 1));
+        assert_eq!(l.wait, Duration::from_secs(120));
+        let (_d2, empty) = config_with("", 0o600);
+        let g = GlobalArgs {
+            config: Some(empty),
+            ..Default::default()
+        };
+        assert!(resolve(&g).unwrap().0.lock.is_none(), "no [lock]: no slot");
+        let (_d3, bad) = config_with("[lock]\nfleetlock = \"ftp://x\"\n", 0o600);
+        let g = GlobalArgs {
+            config: Some(bad),
+            ..Default::default()
+        };
+        let e = resolve(&g).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("--lock-fleetlock"), "{e}");
     }
 
     #[test]

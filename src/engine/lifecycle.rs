@@ -21,6 +21,7 @@ use crate::store::record::RunRecord;
 use super::context::{Ctx, cell_tool, tool_without_password};
 use super::run::Run;
 use super::signals::{self, SignalWatch};
+use super::slot;
 use crate::config::Settings;
 
 pub(crate) trait Procedure {
@@ -53,6 +54,18 @@ pub(crate) trait Procedure {
 
     /// The steps. Errors of the drain are kept in the run; others are returned.
     async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error>;
+
+    /// Whether the run takes the fleet-wide slot (with `[lock]`): `resume` only releases it.
+    fn takes_slot(&self) -> bool {
+        true
+    }
+
+    /// A new run has just taken its slot, before any change: checks that must be made again now
+    /// that no other cell can start (the redundancy guard: two cells' guards could each have
+    /// seen the other serving).
+    async fn after_slot(&self, _ctx: &Ctx<'_>, _run: &mut Run) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Run a procedure from lock to report.
@@ -71,6 +84,7 @@ pub(crate) async fn execute<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch)
 async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: &mut Report) -> Result<(), Error> {
     let journal = Journal::open(&s.state_dir)?;
     let _lock = journal.lock(p.command())?;
+    report.slot = slot::retry_pending(s).await;
     let tool = if p.needs_password() {
         cell_tool(s).await?
     } else {
@@ -82,6 +96,8 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
         // An earlier run's undo was cut short (kill -9, reboot): finish it first, then do what
         // was asked, as a run of its own.
         finish_undo(&ctx, &journal, rec).await?;
+        // The undo is complete and the cell serves: its slot goes.
+        slot::settle(s, report, true).await;
     }
     let (rec, persisted) = match recorded {
         Some(mut rec) => {
@@ -105,14 +121,64 @@ async fn lifecycle<P: Procedure>(s: &Settings, p: &P, sig: SignalWatch, report: 
             None => return Ok(()),
         },
     };
-    let mut run = Run::new(journal, rec, persisted);
+    let mut run = Run::new(journal.clone(), rec, persisted);
     mark_in_progress(s, &run.rec);
+    if p.takes_slot()
+        && let Some(c) = slot::client(s)?
+    {
+        take_slot(&ctx, p, &c, &mut run, !persisted, report).await?;
+    }
     p.enter(&ctx, &mut run).await?;
     let result = p.drive(&ctx, &mut run).await;
     if let Some(api) = &ctx.api {
         api.logout().await;
     }
-    conclude(run, report, result, &ctx.sig)
+    let r = conclude(run, report, result, &ctx.sig);
+    let finished = matches!(journal.current(), Ok(None));
+    slot::settle(s, report, finished).await;
+    r
+}
+
+/// Take the slot before the first change; a new run then passes its after-slot checks. A new
+/// run that gets no slot (or fails those checks) ends here with nothing changed: its record is
+/// archived, and a slot it did take is released.
+async fn take_slot<P: Procedure>(
+    ctx: &Ctx<'_>,
+    p: &P,
+    c: &crate::adapters::lock::LockClient,
+    run: &mut Run,
+    fresh: bool,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let r = match slot::take(ctx, c, run).await {
+        Ok(()) if fresh => p.after_slot(ctx, run).await,
+        r => r,
+    };
+    let Err(e) = r else { return Ok(()) };
+    if fresh {
+        if let Ok(Some(rec)) = crate::store::slot::load(&ctx.s.state_dir)
+            && rec.run_id.as_deref() == Some(run.rec.run_id.as_str())
+        {
+            report.slot = Some(slot::release_recorded(ctx.s, rec).await);
+        }
+        let interrupted = matches!(e, Error::Interrupted { .. });
+        run.rec.outcome = Some(if interrupted {
+            Outcome::Interrupted
+        } else {
+            Outcome::Failed
+        });
+        run.rec.ended_at = Some(Timestamp::now());
+        if let Err(je) = run.journal.finish(&run.rec) {
+            tracing::error!("{je}");
+        }
+        report.run_id = Some(run.rec.run_id.clone());
+        report.steps.clone_from(&run.rec.steps);
+        report.cell_left = Some(CellLeft::Unchanged);
+        if interrupted {
+            report.outcome = Outcome::Interrupted;
+        }
+    }
+    Err(e)
 }
 
 /// The preflight and the new record. Nothing is changed yet, so a signal abandons it at once
@@ -331,6 +397,7 @@ fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
     let before_drain = up.stage.before_drain();
     let outcome = match (&result, done) {
         (Ok(()), true) if rec.command == CommandName::Install || appliance => Outcome::Installed,
+        (Ok(()), true) if rec.command == CommandName::DbUpgrade => Outcome::DbUpgraded,
         (Ok(()), true) => Outcome::Upgraded,
         (Err(Error::Interrupted { .. }), _) => Outcome::Interrupted,
         _ => Outcome::Failed,

@@ -10,5 +10,6 @@ pub(crate) mod lifecycle;
 pub(crate) mod preflight;
 pub(crate) mod run;
 pub(crate) mod signals;
+pub(crate) mod slot;
 pub(crate) mod units;
 pub(crate) mod wait;

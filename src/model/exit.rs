@@ -18,11 +18,13 @@ pub mod code {
     pub const CONFLICT: i32 = 12;
     pub const LAST_CELL: i32 = 13;
     pub const NOT_A_CELL: i32 = 14;
+    pub const SLOT: i32 = 15;
     pub const PACKAGE: i32 = 20;
     pub const INSTALL: i32 = 21;
     pub const UNHEALTHY: i32 = 22;
     pub const DB_UPGRADE: i32 = 23;
     pub const UNDELIVERED: i32 = 24;
+    pub const PREFLIGHT_FAILED: i32 = 25;
     pub const SIGHUP: i32 = 129;
     pub const SIGINT: i32 = 130;
     pub const SIGTERM: i32 = 143;
@@ -94,6 +96,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         "status: no VCD cell here (the service unit or cell-management-tool is missing)",
     ),
     (
+        code::SLOT,
+        "slot",
+        "lock service unreachable, or the fleet-wide slot still full after --lock-wait; nothing changed",
+    ),
+    (
         code::PACKAGE,
         "package",
         "package refused before anything changed: file, mode, checksum, type or version (appliance: vamicli does not offer the package's version, or it cannot be unpacked)",
@@ -113,6 +120,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::UNDELIVERED,
         "undelivered",
         "report flush: some reports are still queued or were rejected by the receiver",
+    ),
+    (
+        code::PREFLIGHT_FAILED,
+        "preflight-failed",
+        "`cellctl preflight` found a failing check (nothing was changed)",
     ),
     (
         code::SIGHUP,

@@ -42,9 +42,10 @@ impl Position {
     pub fn next(self, t: Transition) -> Result<Position, Refused> {
         match t {
             Transition::Drain(ev) => {
-                // Past its drain a run's phase is final; the one exception is the start of an
-                // install on a cell found stopped, which had nothing to drain.
-                let fresh_install = self.phase == Phase::Start && ev == Event::AlreadyStopped;
+                // Past its drain a run's phase is final; the one exception is the start of a run
+                // on a cell found stopped, which had nothing to drain: an install, or the
+                // database upgrade alone (`db-upgrade`).
+                let fresh = self.phase == Phase::Start && ev == Event::AlreadyStopped;
                 if let Some((stage, _)) = self.stage
                     && stage.before_drain()
                 {
@@ -55,7 +56,7 @@ impl Position {
                 }
                 if let Some((stage, _)) = self.stage
                     && stage != Stage::Drain
-                    && !(stage == Stage::Install && fresh_install)
+                    && !(matches!(stage, Stage::Install | Stage::DbUpgrade) && fresh)
                 {
                     return Err(Refused::DrainOver {
                         phase: self.phase,
@@ -151,6 +152,31 @@ mod tests {
                 p = n;
             }
         }
+    }
+
+    #[test]
+    fn a_database_upgrade_alone_starts_on_a_stopped_cell_and_ends_done() {
+        let plan = Plan {
+            db_upgrade: true,
+            start: false,
+            appliance: false,
+        };
+        let p = Position {
+            phase: Phase::Start,
+            stage: Some((Stage::DbUpgrade, plan)),
+        };
+        let p = p.next(Transition::Drain(Event::AlreadyStopped)).unwrap();
+        assert_eq!(
+            p.phase,
+            Phase::Done {
+                outcome: Outcome::ShutDown
+            }
+        );
+        // Once begun, the drain's phase never moves again.
+        assert!(p.next(Transition::Drain(Event::AlreadyStopped)).is_err());
+        assert!(p.next(Transition::Drain(Event::Failure)).is_err());
+        let p = p.next(Transition::Stage(StageEvent::DbUpgraded)).unwrap();
+        assert_eq!(p.stage.map(|(s, _)| s), Some(Stage::Done));
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub enum CommandName {
     Start,
     Upgrade,
     Report,
+    /// `lock status` / `lock release`.
+    Lock,
+    Preflight,
+    /// Named as on the command line.
+    #[serde(rename = "db-upgrade")]
+    DbUpgrade,
     /// A refused command line that named no command.
     Unknown,
 }
@@ -28,13 +34,23 @@ impl CommandName {
             CommandName::Start => "start",
             CommandName::Upgrade => "upgrade",
             CommandName::Report => "report",
+            CommandName::Lock => "lock",
+            CommandName::Preflight => "preflight",
+            CommandName::DbUpgrade => "db-upgrade",
             CommandName::Unknown => "unknown",
         }
     }
 
     /// Commands that may change the cell (and so leave a run record and a saved report).
     pub fn changes_the_cell(self) -> bool {
-        !matches!(self, CommandName::Status | CommandName::Report | CommandName::Unknown)
+        !matches!(
+            self,
+            CommandName::Status
+                | CommandName::Report
+                | CommandName::Lock
+                | CommandName::Preflight
+                | CommandName::Unknown
+        )
     }
 }
 
@@ -63,6 +79,8 @@ pub enum Outcome {
     Started,
     NothingToDo,
     Flushed,
+    /// `db-upgrade`: the database is at the installed version (upgraded now or already).
+    DbUpgraded,
 }
 
 impl Outcome {
@@ -81,6 +99,7 @@ impl Outcome {
             Outcome::Started => "started",
             Outcome::NothingToDo => "nothing_to_do",
             Outcome::Flushed => "flushed",
+            Outcome::DbUpgraded => "db_upgraded",
         }
     }
 }
@@ -102,6 +121,7 @@ impl Outcome {
             Outcome::Started => "done: started and healthy",
             Outcome::NothingToDo => "done: nothing to undo",
             Outcome::Flushed => "done",
+            Outcome::DbUpgraded => "done: the database is at the installed version",
         }
     }
 }
@@ -177,6 +197,8 @@ mod tests {
         for c in [CellLeft::ShutDown, CellLeft::Unknown] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
-        assert_eq!(serde_json::to_value(CommandName::Upgrade).unwrap(), "upgrade");
+        for c in [CommandName::Upgrade, CommandName::DbUpgrade, CommandName::Preflight] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 }

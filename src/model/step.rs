@@ -22,6 +22,8 @@ pub enum Step {
     Health,
     MaintenanceOff,
     CancelTasks,
+    TakeSlot,
+    ReleaseSlot,
     /// Appliance: the update package unpacked into a folder of its own.
     Unpack,
     /// Appliance: `vamicli update --repo file:///FOLDER`.

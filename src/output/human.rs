@@ -13,6 +13,13 @@ impl Report {
         let mut s = String::new();
         let service = self.service.map_or_else(|| "-".to_string(), |x| x.to_string());
         let _ = writeln!(s, "service:      {service}");
+        if let Some(v) = &self.installed_version {
+            let _ = writeln!(
+                s,
+                "version:      {}",
+                v.as_deref().unwrap_or("unknown (see [install] version_command)")
+            );
+        }
         let _ = writeln!(
             s,
             "job count:    {}",
@@ -28,6 +35,16 @@ impl Report {
             "maintenance:  {}",
             opt(self.in_maintenance.map(|v| v.map(|b| b.to_string())))
         );
+        if let Some(slot) = &self.slot {
+            let _ = writeln!(
+                s,
+                "slot:         held in group {} as {} since {}{}",
+                slot.group,
+                slot.id,
+                slot.taken_at.map_or_else(|| "?".to_string(), |t| t.to_string()),
+                slot.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+            );
+        }
         match (&self.tasks, &self.tasks_error) {
             (Some(t), _) if t.is_empty() => s.push_str("tasks:        none running on this cell\n"),
             (Some(t), _) => {
@@ -65,6 +82,28 @@ impl Report {
                 );
             }
             None => s.push_str("recorded run: none\n"),
+        }
+        s
+    }
+}
+
+impl Report {
+    /// Human text for `preflight` (stdout): one line per check, then the verdict.
+    pub fn preflight_text(&self) -> String {
+        let mut s = String::new();
+        for c in self.checks.iter().flatten() {
+            let _ = writeln!(s, "{} {}: {}", c.status.label(), c.name, c.detail);
+        }
+        let failed = self
+            .checks
+            .iter()
+            .flatten()
+            .filter(|c| c.status == super::report::CheckStatus::Fail)
+            .count();
+        if failed == 0 {
+            s.push_str("preflight passed: nothing was changed\n");
+        } else {
+            let _ = writeln!(s, "preflight failed: {failed} check(s) failed; nothing was changed");
         }
         s
     }

@@ -20,6 +20,48 @@ use crate::store::record::{RunRecord, UpgradeRecord};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The fleet-wide slot of a run: held or released, and why not when it should have been.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotDoc {
+    pub backend: String,
+    pub group: String,
+    pub id: String,
+    pub taken_at: Option<Timestamp>,
+    pub released: bool,
+    /// The release's (or take's) failure.
+    pub error: Option<String>,
+    /// Why it is kept and how to free it (absent when released).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `cellctl lock status` / `cellctl lock release`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockDoc {
+    pub action: &'static str,
+    pub backend: crate::adapters::lock::Backend,
+    pub url: String,
+    pub group: String,
+    /// This cell's id.
+    pub id: String,
+    /// false for FleetLock: the protocol cannot list holders.
+    pub listable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_slots: Option<u32>,
+    pub holders: Vec<crate::adapters::lock::Holder>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::adapters::lock::HistoryEntry>,
+    /// The slot recorded in this cell's state directory.
+    pub local: Option<crate::store::slot::SlotRecord>,
+    /// `release`: the id freed, whether it held a slot, and who freed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was_held: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CellDoc {
     pub host: String,
@@ -40,6 +82,52 @@ impl From<&Error> for ErrorDoc {
             message: e.to_string(),
         }
     }
+}
+
+/// How a preflight check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl CheckStatus {
+    /// As the human lines show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "PASS",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+        }
+    }
+}
+
+/// One preflight check: its stable name, how it came out, and what was seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+/// The package a preflight checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageDoc {
+    pub path: String,
+    /// The version it installs (from its name or `--package-version`); null when unknown.
+    pub version: Option<String>,
+    /// The build number, when the version carries one (`10.6.1-24300000` → `24300000`).
+    pub build: Option<String>,
+}
+
+/// A cell of the group as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupCell {
+    pub name: String,
+    pub product_version: Option<String>,
+    pub active: Option<bool>,
 }
 
 /// A summary of a recorded run (for `status`).
@@ -133,6 +221,31 @@ pub struct Report {
     /// Package, versions before/after, installer output tail (install/upgrade).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
+    /// The fleet-wide slot this run took or held (with `[lock]` configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotDoc>,
+    /// `lock status` / `lock release`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockDoc>,
+    /// `status`, `preflight`: the version the configured version command prints (null: unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_version: Option<Option<String>>,
+    /// `preflight`: every check passed (warnings allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// `preflight`: one entry per check, in the order made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<Check>>,
+    /// `preflight`: the package checked (null: none given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<Option<PackageDoc>>,
+    /// `preflight`: the cell already runs the package's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<bool>,
+    /// `preflight`: the cells of the group as the API lists them (null: the API was not asked
+    /// or could not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Option<Vec<GroupCell>>>,
     pub error: Option<ErrorDoc>,
     /// Where the report was saved (for the closing line; not part of the document).
     #[serde(skip)]
@@ -179,6 +292,14 @@ impl Report {
             cell: None,
             delivery: None,
             upgrade: None,
+            slot: None,
+            lock: None,
+            installed_version: None,
+            ok: None,
+            checks: None,
+            package: None,
+            up_to_date: None,
+            group: None,
             error: None,
             saved_as: None,
         }
@@ -237,7 +358,14 @@ impl Report {
                 eprintln!("  {j}");
             }
         }
-        if json {
+        if json && self.command == CommandName::Preflight && self.error.is_none() {
+            // The preflight contract (Ansible collection): `error` is absent when it passed.
+            let mut doc = serde_json::to_value(self).expect("report serializes");
+            if let Some(m) = doc.as_object_mut() {
+                m.remove("error");
+            }
+            print_once(&doc);
+        } else if json {
             print_once(self);
         }
     }

@@ -131,6 +131,38 @@ impl Journal {
         Ok(Journal { dir: dir.to_path_buf() })
     }
 
+    /// What [`Journal::open`] would find, changing nothing that stays: an existing state
+    /// directory must be trusted and take a new file (a temp file, created and removed); a
+    /// missing one is made by the first run, so its nearest existing parent must take one.
+    /// Says what was found.
+    pub fn probe(dir: &Path) -> Result<String, JournalError> {
+        let (target, exists) = match std::fs::metadata(dir) {
+            Ok(meta) => {
+                check_dir(dir, &meta)?;
+                (dir.to_path_buf(), true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let parent = dir.ancestors().skip(1).find(|p| p.is_dir()).unwrap_or(Path::new("/"));
+                (parent.to_path_buf(), false)
+            }
+            Err(e) => return Err(dir_err(dir)(e)),
+        };
+        let probe = tempfile::Builder::new()
+            .prefix(".cellctl-probe-")
+            .tempfile_in(&target)
+            .map_err(dir_err(dir))?;
+        probe.close().map_err(dir_err(dir))?;
+        Ok(if exists {
+            format!("{} is writable", dir.display())
+        } else {
+            format!(
+                "{} does not exist yet; the first run makes it in {}, which is writable",
+                dir.display(),
+                target.display()
+            )
+        })
+    }
+
     pub fn current_path(&self) -> PathBuf {
         self.dir.join(CURRENT)
     }

@@ -5,4 +5,5 @@ pub(crate) mod atomic;
 pub(crate) mod journal;
 pub(crate) mod record;
 pub(crate) mod reports;
+pub(crate) mod slot;
 pub(crate) mod trust;

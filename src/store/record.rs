@@ -61,7 +61,9 @@ pub struct RunRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpgradeRecord {
-    pub package: Package,
+    /// None for `db-upgrade`, which installs nothing.
+    #[serde(default)]
+    pub package: Option<Package>,
     /// Assigned only through `engine::Run::apply` (the checked state machine).
     pub stage: Stage,
     pub db_upgrade: bool,
@@ -71,7 +73,8 @@ pub struct UpgradeRecord {
     pub version_before: Option<String>,
     #[serde(default)]
     pub version_after: Option<String>,
-    /// The transient unit of the install (and of the database upgrade).
+    /// The transient unit of the install (empty for `db-upgrade`, which installs nothing).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub install_unit: String,
     /// Only when the run upgrades the database (`--db-upgrade`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod etcd;
+
 pub const PASSWORD: &str = "Sim-Secret-4711";
 
 /// The password in every form that would be a leak: as is, and as the API login sends it
@@ -526,5 +528,220 @@ impl Drop for PortHold {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+// ---- the group timeline (cellsim's timeline.jsonl) ----
+
+/// One line of a group's `timeline.jsonl` (see cellsim/README.md, "Timeline").
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[allow(clippy::struct_field_names)] // `event` is the JSON key
+pub struct Event {
+    pub at_ms: u64,
+    pub cell: String,
+    pub event: String,
+    #[serde(default)]
+    pub detail: Value,
+}
+
+/// What the timeline says of one cell at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellAt {
+    pub service_running: bool,
+    /// The cell JVM is up (not starting, not down).
+    pub up: bool,
+    pub quiesced: bool,
+    pub maintenance: bool,
+}
+
+impl CellAt {
+    /// A cell before any event of its own: as `cellsim create` makes one by default.
+    const CREATED: CellAt = CellAt {
+        service_running: true,
+        up: true,
+        quiesced: false,
+        maintenance: false,
+    };
+
+    /// Serving users: the service runs, the cell is up, neither quiesced nor in maintenance.
+    pub fn serving(self) -> bool {
+        self.service_running && self.up && !self.quiesced && !self.maintenance
+    }
+
+    /// The state after `e`, an event of this cell.
+    fn apply(mut self, e: &Event) -> CellAt {
+        match e.event.as_str() {
+            "created" => {
+                self.service_running = e.detail["service"] != "stopped";
+                self.up = e.detail["cell"] == "up";
+                self.quiesced = false;
+                self.maintenance = false;
+            }
+            "quiesced" => self.quiesced = true,
+            "unquiesced" => self.quiesced = false,
+            "maintenance_on" => self.maintenance = true,
+            "maintenance_off" => self.maintenance = false,
+            "shut_down" | "start_refused" => self.up = false,
+            "service_stopped" | "reboot" => {
+                self.service_running = false;
+                self.up = false;
+            }
+            // A (re)started cell is a fresh JVM: starting, quiesce and maintenance gone.
+            "service_started" | "watchdog_restart" | "boot" => {
+                self.service_running |= e.event != "watchdog_restart";
+                self.up = false;
+                self.quiesced = false;
+                self.maintenance = false;
+            }
+            "cell_up" => self.up = true,
+            _ => {}
+        }
+        self
+    }
+}
+
+/// A group's timeline, sorted by time (stable), with helpers that replay it.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub events: Vec<Event>,
+}
+
+impl std::ops::Deref for Timeline {
+    type Target = [Event];
+    fn deref(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+impl Timeline {
+    /// Reads a `timeline.jsonl` as it is (a missing file is empty). Transitions the simulator
+    /// has not yet observed (a cell whose start-up delay ran out unseen) are missing: prefer
+    /// [`Timeline::of_group`] / [`Timeline::of_cell`], which bring every cell up to now first.
+    pub fn read(path: &Path) -> Timeline {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
+        Timeline::parse(&text)
+    }
+
+    /// JSON lines, in any order.
+    pub fn parse(text: &str) -> Timeline {
+        let mut events: Vec<Event> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad timeline line {l}: {e}")))
+            .collect();
+        events.sort_by_key(|e| e.at_ms);
+        Timeline { events }
+    }
+
+    /// `cellsim timeline --group GROUPDIR`.
+    pub fn of_group(group: &Path) -> Timeline {
+        Self::from_cellsim(&["timeline".as_ref(), "--group".as_ref(), group.as_os_str()])
+    }
+
+    /// `cellsim timeline DIR`: the timeline of DIR's group (its own for a group of one).
+    pub fn of_cell(dir: &Path) -> Timeline {
+        Self::from_cellsim(&["timeline".as_ref(), dir.as_os_str()])
+    }
+
+    fn from_cellsim(args: &[&std::ffi::OsStr]) -> Timeline {
+        let out = Command::new(cellsim_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cellsim {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Timeline::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// The cells named in the timeline, sorted.
+    pub fn cells(&self) -> Vec<String> {
+        let mut cells: Vec<String> = self.events.iter().map(|e| e.cell.clone()).collect();
+        cells.sort();
+        cells.dedup();
+        cells
+    }
+
+    /// Events called `event` (of any cell), in time order.
+    pub fn named(&self, event: &str) -> Vec<&Event> {
+        self.events.iter().filter(|e| e.event == event).collect()
+    }
+
+    /// Events of `cell`, in time order.
+    pub fn of(&self, cell: &str) -> Vec<&Event> {
+        self.events.iter().filter(|e| e.cell == cell).collect()
+    }
+
+    /// Runs of `tool` (`installer` or `upgrade`) recorded as `call` events, in time order.
+    pub fn calls(&self, tool: &str) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|e| e.event == "call" && e.detail["tool"] == tool)
+            .collect()
+    }
+
+    /// The state of `cell` after every event at or before `t`.
+    pub fn cell_at(&self, cell: &str, t: u64) -> CellAt {
+        self.events
+            .iter()
+            .filter(|e| e.cell == cell && e.at_ms <= t)
+            .fold(CellAt::CREATED, CellAt::apply)
+    }
+
+    /// The cells serving at `t` (after every event at or before `t`), sorted.
+    pub fn serving_at(&self, t: u64) -> Vec<String> {
+        self.cells()
+            .into_iter()
+            .filter(|c| self.cell_at(c, t).serving())
+            .collect()
+    }
+
+    /// The cells whose service runs at `t`, sorted.
+    pub fn running_at(&self, t: u64) -> Vec<String> {
+        self.cells()
+            .into_iter()
+            .filter(|c| self.cell_at(c, t).service_running)
+            .collect()
+    }
+
+    /// Every moment an event happened, each with the cells serving once all of that moment's
+    /// events are applied: (t, serving cells).
+    pub fn serving_history(&self) -> Vec<(u64, Vec<String>)> {
+        let mut moments: Vec<u64> = self.events.iter().map(|e| e.at_ms).collect();
+        moments.dedup();
+        moments.into_iter().map(|t| (t, self.serving_at(t))).collect()
+    }
+
+    /// The most cells not serving at any one moment.
+    pub fn max_down(&self) -> usize {
+        let n = self.cells().len();
+        self.serving_history()
+            .iter()
+            .map(|(_, serving)| n - serving.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The spans (from, to) during which no cell served; `to` is None for one still going.
+    pub fn outages(&self) -> Vec<(u64, Option<u64>)> {
+        let mut out = Vec::new();
+        let mut since = None;
+        for (t, serving) in self.serving_history() {
+            match (serving.is_empty(), since) {
+                (true, None) => since = Some(t),
+                (false, Some(from)) => {
+                    out.push((from, Some(t)));
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = since {
+            out.push((from, None));
+        }
+        out
     }
 }
