@@ -12,7 +12,7 @@ use crate::tools::{INTERNAL_ERROR, Invocation, hang};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::fs;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -119,13 +119,15 @@ impl Manifest {
 
 /// `cellsim package --appliance`: VMware_Cloud_Director_V-BUILD_update.tar.gz in `out_dir`, and
 /// its `.sha256` beside it; returns the package's path. `offer` puts another version into the
-/// manifest than the file name says (a package whose version vamicli does not offer).
+/// manifest than the file name says (a package whose version vamicli does not offer); `pad`
+/// bytes of zeros in `package-pool/padding.bin` make it slow to unpack.
 pub fn write_package(
     out_dir: &Path,
     version: &str,
     build: &str,
     offer: Option<&str>,
     install_time: Duration,
+    pad: u64,
 ) -> Result<PathBuf> {
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let out_dir = out_dir.canonicalize().map_err(io_err(out_dir))?;
@@ -154,6 +156,14 @@ pub fn write_package(
         h.set_mode(0o644);
         h.set_mtime(now_ms() / 1000);
         tar.append_data(&mut h, entry, body.as_slice()).map_err(io_err(&tmp))?;
+    }
+    if pad > 0 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(pad);
+        h.set_mode(0o644);
+        h.set_mtime(now_ms() / 1000);
+        tar.append_data(&mut h, "package-pool/padding.bin", std::io::repeat(0).take(pad))
+            .map_err(io_err(&tmp))?;
     }
     let gz = tar.into_inner().map_err(io_err(&tmp))?;
     gz.finish().map_err(io_err(&tmp))?.sync_all().map_err(io_err(&tmp))?;

@@ -218,6 +218,7 @@ pub fn write_appliance_package(
     build: Option<String>,
     offer: Option<&str>,
     install_time: Duration,
+    pad: u64,
 ) -> Result<PathBuf> {
     check_version(version)?;
     if let Some(v) = offer {
@@ -234,7 +235,7 @@ pub fn write_appliance_package(
             cell.display()
         )));
     }
-    crate::appliance::write_package(out_dir, version, &build, offer, install_time)
+    crate::appliance::write_package(out_dir, version, &build, offer, install_time, pad)
 }
 
 /// Single-quotes a word for /bin/sh.

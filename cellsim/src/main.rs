@@ -157,6 +157,10 @@ struct PackageArgs {
     /// With --appliance: the version the manifest offers, when it should differ from --version
     #[arg(long, value_name = "V", requires = "appliance")]
     offer: Option<String>,
+    /// With --appliance: this many more bytes (zeros, compressed to almost nothing) in
+    /// package-pool/, so unpacking takes a while (a step a test can catch in flight)
+    #[arg(long, value_name = "BYTES", requires = "appliance", default_value_t = 0)]
+    pad: u64,
 }
 
 #[derive(Args)]
@@ -388,6 +392,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 args.build,
                 args.offer.as_deref(),
                 model::parse_duration(&args.install_time)?,
+                args.pad,
             )?;
             println!("{}", path.display());
             Ok(())
