@@ -62,6 +62,7 @@ fn command_name(c: &Command) -> Option<CommandName> {
         Command::Lock(_) => CommandName::Lock,
         Command::Preflight(_) => CommandName::Preflight,
         Command::DbUpgrade(_) => CommandName::DbUpgrade,
+        Command::Maintain(_) => CommandName::Maintain,
         Command::RunLogged { .. } | Command::Man { .. } | Command::Completions { .. } => return None,
     })
 }
@@ -341,8 +342,70 @@ async fn run_command(
             };
             execute(settings, &Upgrade(&o), sig).await
         }
+        Command::Maintain(a) => maintain(a, settings, file, path, sig).await,
         other => fail(Error::Internal(format!("{other:?} is not a run command"))),
     }
+}
+
+/// `cellctl maintain`: its options resolved; `--continue` with nothing to continue ends here,
+/// before the lock, the password or the cell are touched (the boot unit runs it every boot).
+async fn maintain(
+    a: cli::MaintainArgs,
+    settings: &Settings,
+    file: &config::FileConfig,
+    path: Option<&std::path::Path>,
+    sig: SignalWatch,
+) -> (Report, Result<(), Error>) {
+    use crate::commands::maintain::{Maintain, MaintainOptions, nothing_to_continue};
+    use crate::model::maintain::RebootPolicy;
+    let fail = |e: Error| (Report::failed(CommandName::Maintain, &e), Err(e));
+    if a.drain.no_shutdown {
+        return fail(Error::Usage(
+            "maintain runs its COMMAND on a shut-down cell: --no-shutdown does not apply".into(),
+        ));
+    }
+    if a.command.is_empty() && !a.continue_run {
+        return fail(Error::Usage(
+            "no COMMAND: give `cellctl maintain [OPTIONS] -- COMMAND [ARGS...]`, or `cellctl maintain --continue` for the recorded run".into(),
+        ));
+    }
+    let health_deadline = a.start.health_deadline.map_or(settings.health_deadline, Into::into);
+    if health_deadline.is_zero() {
+        return fail(zero_health_deadline());
+    }
+    let (mut d, m) = match (
+        config::resolve_drain(&a.drain, file, path),
+        config::resolve_maintain(&a, file, path),
+    ) {
+        (Ok(d), Ok(m)) => (d, m),
+        (Err(e), _) | (_, Err(e)) => return fail(e.into()),
+    };
+    d.shutdown = true;
+    if a.continue_run {
+        match nothing_to_continue(settings, a.at_boot) {
+            Ok(Some(why)) => {
+                let mut rep = Report::new(CommandName::Maintain);
+                rep.outcome = crate::model::outcome::Outcome::NothingToContinue;
+                tracing::debug!("{why}");
+                return (rep, Ok(()));
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e),
+        }
+    }
+    let o = MaintainOptions {
+        command: a.command,
+        reboot: match (a.reboot, a.reboot_if_required) {
+            (true, _) => RebootPolicy::Always,
+            (_, true) => RebootPolicy::IfRequired,
+            _ => RebootPolicy::Never,
+        },
+        continue_run: a.continue_run,
+        drain: d,
+        health_deadline,
+        m,
+    };
+    execute(settings, &Maintain(&o), sig).await
 }
 
 fn zero_health_deadline() -> Error {

@@ -73,6 +73,7 @@ pub fn command_named(args: &[String]) -> crate::model::outcome::CommandName {
             "lock" => Some(C::Lock),
             "preflight" => Some(C::Preflight),
             "db-upgrade" => Some(C::DbUpgrade),
+            "maintain" => Some(C::Maintain),
             _ => None,
         })
         .unwrap_or(C::Unknown)
@@ -252,6 +253,12 @@ pub enum Command {
     /// Upgrade the database alone (bin/upgrade, in a transient unit) on a stopped cell; a rerun
     /// is a success
     DbUpgrade(DbUpgradeArgs),
+    /// Drain, run COMMAND in a transient unit, then start and health-check, or reboot and
+    /// finish after the boot (`--continue`)
+    #[command(
+        after_help = "Examples:\n  cellctl maintain -- /usr/local/sbin/renew-cert\n  cellctl maintain --reboot-if-required -- dnf -y upgrade\n  cellctl maintain --continue            # after a failed COMMAND, or after the boot\nA failed COMMAND exits 26 and leaves the cell drained: `cellctl maintain --continue` runs it again and goes on, `cellctl resume` brings the cell back without it."
+    )]
+    Maintain(MaintainArgs),
     /// Run a program, logging its output and result (used inside the transient install unit)
     #[command(hide = true)]
     RunLogged {
@@ -414,6 +421,51 @@ pub struct UpgradeArgs {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub start: StartArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct MaintainArgs {
+    /// Reboot after COMMAND through the service manager; the continuation after the boot
+    /// (cellctl-continue.service, or `cellctl maintain --continue`) starts and checks the cell
+    #[arg(long, conflicts_with = "reboot_if_required")]
+    pub reboot: bool,
+    /// Reboot after COMMAND only when the system says so: a reboot-required file exists, or
+    /// `needs-restarting -r` (where present) exits 1
+    #[arg(long)]
+    pub reboot_if_required: bool,
+    /// Continue the recorded run: after its reboot, or after a failed COMMAND (run again)
+    #[arg(long = "continue", conflicts_with_all = ["reboot", "reboot_if_required"])]
+    pub continue_run: bool,
+    /// With --continue: do nothing (exit 0) unless a run is recorded as rebooting (for the boot unit)
+    #[arg(long, requires = "continue_run")]
+    pub at_boot: bool,
+    /// The reboot command [default: [maintain] reboot_command, else systemctl reboot]
+    #[arg(long, env = "CELLCTL_REBOOT_COMMAND", value_name = "CMD")]
+    pub reboot_command: Option<String>,
+    /// The boot id file [default: /proc/sys/kernel/random/boot_id]
+    #[arg(long, env = "CELLCTL_BOOT_ID_FILE", value_name = "FILE")]
+    pub boot_id_file: Option<PathBuf>,
+    /// A file whose presence means a reboot is required (repeatable) [default: /run/reboot-required, /var/run/reboot-required]
+    #[arg(
+        long = "reboot-required-file",
+        env = "CELLCTL_REBOOT_REQUIRED_FILES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub reboot_required_files: Vec<PathBuf>,
+    /// Command that exits 1 when a reboot is required, used only where present; "" for none [default: needs-restarting -r]
+    #[arg(long, env = "CELLCTL_NEEDS_RESTARTING", value_name = "CMD")]
+    pub needs_restarting: Option<String>,
+    /// After a reboot: how long to wait for the cell's service to come up before starting it [default: 5m]
+    #[arg(long, env = "CELLCTL_SERVICE_WAIT", value_name = "DUR")]
+    pub service_wait: Option<humantime::Duration>,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// The maintenance command and its arguments, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

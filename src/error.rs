@@ -84,6 +84,12 @@ pub enum Error {
     Install(#[from] InstallError),
     #[error("database upgrade: {0}")]
     DbUpgrade(InstallError),
+    #[error(
+        "maintenance command: {0}; the cell is left drained and shut down: fix the cause, then `cellctl maintain --continue` runs the recorded COMMAND again and goes on, or `cellctl resume` brings the cell back without it"
+    )]
+    Maintenance(InstallError),
+    #[error("{0}")]
+    Reboot(String),
     #[error(transparent)]
     Health(#[from] HealthError),
     #[error("redundancy guard: {0}")]
@@ -125,7 +131,9 @@ impl Error {
             Error::Appliance(ApplianceError::Vamicli { .. }) => code::INSTALL,
             Error::Appliance(ApplianceError::Setup(_)) => code::PRECHECK,
             // A unit whose result could not be written: the state dir's fault, not the program's.
-            Error::Install(e) | Error::DbUpgrade(e) if e.is_state_dir() => code::STATE,
+            Error::Install(e) | Error::DbUpgrade(e) | Error::Maintenance(e) if e.is_state_dir() => code::STATE,
+            Error::Maintenance(_) => code::MAINTENANCE_COMMAND,
+            Error::Reboot(_) => code::SERVICE,
             Error::Install(_) => code::INSTALL,
             Error::DbUpgrade(_) => code::DB_UPGRADE,
             Error::Health(HealthError::Setup(_)) => code::CONFIG,

@@ -2,6 +2,7 @@
 
 mod api;
 mod appliance;
+mod boot;
 mod db;
 mod fleetlock;
 mod group;
@@ -57,7 +58,7 @@ enum Cmd {
         /// latency, quiesce_delay, arrival_every (`none` stops arrivals), job_duration,
         /// startup_delay, watchdog_restart (`none`), password, user, prompt, version (installed),
         /// service_name, maintenance_line, hang_ignores_term, api_token_ttl, api_status_field,
-        /// api_slow_delay, boot_time, schema_check; and db_version (the group's shared database)
+        /// api_slow_delay, reboot_kills, schema_check; and db_version (the group's shared database)
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
@@ -83,6 +84,13 @@ enum Cmd {
         /// A JSON array of the records instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Play the host's boot after `systemctl reboot`: a new boot id in DIR/sim/boot_id, and the
+    /// cell's service starts (unless --no-service: the service manager did not start it)
+    Boot {
+        dir: PathBuf,
+        #[arg(long)]
+        no_service: bool,
     },
     /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell, or with
     /// --appliance an appliance update (VMware_Cloud_Director_V-BUILD_update.tar.gz and its
@@ -383,6 +391,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::Invocations { dir, json } => invocations(&dir, json),
+        Cmd::Boot { dir, no_service } => boot::boot(&dir, !no_service),
         Cmd::Timeline { dir, group } => timeline::print(dir.as_deref(), group.as_deref()),
         Cmd::Package(args) if args.appliance => {
             let path = install::write_appliance_package(
@@ -493,6 +502,7 @@ fn create(args: CreateArgs) -> Result<()> {
         }
     }
     tls::ensure(&cell, state.group.as_deref(), true)?;
+    boot::new_boot_id(&cell)?;
     let created = model::Pending {
         at_ms: now,
         event: "created",
@@ -590,6 +600,10 @@ struct ShowView<'a> {
     db_version: Option<&'a str>,
     /// Why the last start left the cell down; null unless refused.
     start_refused: Option<&'a str>,
+    /// Between `systemctl reboot` and `cellsim boot`.
+    rebooting: bool,
+    reboots: u64,
+    boots: u64,
     /// Whether the health endpoint answers `Service is up.`
     healthy: bool,
     jobs: Vec<JobView<'a>>,
@@ -625,6 +639,9 @@ fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
         version: &s.knobs.version,
         db_version: s.db_schema.as_deref(),
         start_refused: s.start_refused.as_deref(),
+        rebooting: s.rebooting(),
+        reboots: s.reboots,
+        boots: s.boots,
         healthy: s.is_healthy(),
         jobs: s
             .jobs

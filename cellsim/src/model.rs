@@ -118,9 +118,9 @@ pub struct Knobs {
     /// How long an answer waits under the `api-slow` fault.
     #[serde(with = "dur")]
     pub api_slow_delay: Duration,
-    /// How long a `systemctl reboot` keeps the host down before the service starts again.
-    #[serde(with = "dur")]
-    pub boot_time: Duration,
+    /// `systemctl reboot` kills the process that asked (as a real reboot ends every process),
+    /// before it answers.
+    pub reboot_kills: bool,
     /// A start fails when the installed version differs from the shared database's schema
     /// (on by default in cells made with `--group`; off in a group of one).
     pub schema_check: bool,
@@ -145,7 +145,7 @@ impl Default for Knobs {
             api_token_ttl: Duration::from_secs(30 * 60),
             api_status_field: true,
             api_slow_delay: Duration::from_secs(5),
-            boot_time: Duration::from_secs(1),
+            reboot_kills: false,
             schema_check: false,
         }
     }
@@ -169,7 +169,7 @@ impl Knobs {
         "api_token_ttl",
         "api_status_field",
         "api_slow_delay",
-        "boot_time",
+        "reboot_kills",
         "schema_check",
     ];
 
@@ -193,7 +193,7 @@ impl Knobs {
             "api_token_ttl" => self.api_token_ttl = parse_duration(value)?,
             "api_status_field" => self.api_status_field = parse_bool(value)?,
             "api_slow_delay" => self.api_slow_delay = parse_duration(value)?,
-            "boot_time" => self.boot_time = parse_duration(value)?,
+            "reboot_kills" => self.reboot_kills = parse_bool(value)?,
             "schema_check" => self.schema_check = parse_bool(value)?,
             _ => {
                 return Err(format!("unknown knob `{key}` (known: {})", Knobs::KEYS.join(", ")));
@@ -500,10 +500,15 @@ pub struct State {
     pub canceled_jobs: Vec<CanceledJob>,
     #[serde(default)]
     pub canceled_count: u64,
-    /// Set by `systemctl reboot`: the host is down until `boot_time` after this; then the
-    /// service starts (it is enabled). None: not rebooting.
+    /// Set by `systemctl reboot`: the host is down (the service manager refuses to start units)
+    /// until the test plays the boot (`cellsim boot`). None: not rebooting.
     #[serde(default)]
     pub rebooting_since_ms: Option<u64>,
+    /// Reboots requested (`systemctl reboot`) and boots played (`cellsim boot`).
+    #[serde(default)]
+    pub reboots: u64,
+    #[serde(default)]
+    pub boots: u64,
     /// Timeline events produced by this access, written to the group's timeline.jsonl by
     /// `CellDir::with_state` once the state is saved.
     #[serde(skip)]
@@ -551,6 +556,8 @@ impl State {
             canceled_jobs: Vec::new(),
             canceled_count: 0,
             rebooting_since_ms: None,
+            reboots: 0,
+            boots: 0,
             events: Vec::new(),
         }
     }
@@ -577,9 +584,6 @@ impl State {
 
     /// The one pending automatic transition: the current phase admits at most one.
     fn next_transition(&self) -> Option<u64> {
-        if let Some(since) = self.rebooting_since_ms {
-            return Some(since + ms(self.knobs.boot_time));
-        }
         match self.cell {
             Phase::Starting => Some(self.cell_since_ms + ms(self.knobs.startup_delay)),
             Phase::Down if self.service_running && self.shut_down_by_tool => {
@@ -591,14 +595,6 @@ impl State {
     }
 
     fn apply_transition(&mut self, at: u64) {
-        if self.rebooting_since_ms.take().is_some() {
-            self.emit(at, "boot", serde_json::Value::Null);
-            self.service_running = true;
-            self.service_since_ms = at;
-            self.emit(at, "service_started", serde_json::json!({"by": "boot"}));
-            self.begin_start(at);
-            return;
-        }
         match self.cell {
             Phase::Starting => {
                 self.cell = Phase::Up;
@@ -872,16 +868,43 @@ impl State {
         }
     }
 
-    /// `systemctl reboot`: the host goes down (the service stops, jobs fail) and comes back
-    /// `boot_time` later with the service started (it is enabled). A reboot while rebooting
-    /// changes nothing.
+    /// `systemctl reboot`: the host goes down (the service stops, jobs fail) and stays down
+    /// until the boot is played ([`State::boot`]). A reboot while rebooting is counted and
+    /// changes nothing else.
     pub fn reboot(&mut self, now: u64) {
+        self.reboots += 1;
         if self.rebooting_since_ms.is_some() {
             return;
         }
         self.emit(now, "reboot", serde_json::Value::Null);
         self.service_stop(now);
         self.rebooting_since_ms = Some(now);
+    }
+
+    /// `cellsim boot`: the host is back; the service starts when `service` (it is enabled and
+    /// the test does not hold it back), then `service_started {"by": "boot"}`. A boot of a host
+    /// nobody rebooted follows a reboot nobody asked for (a power loss): `reboot` first, with
+    /// `{"requested": false}`.
+    pub fn boot(&mut self, now: u64, service: bool) {
+        if self.rebooting_since_ms.is_none() {
+            self.emit(now, "reboot", serde_json::json!({"requested": false}));
+            self.service_stop(now);
+        }
+        self.rebooting_since_ms = None;
+        self.boots += 1;
+        self.emit(now, "boot", serde_json::Value::Null);
+        if service {
+            self.service_running = true;
+            self.service_since_ms = now;
+            self.emit(now, "service_started", serde_json::json!({"by": "boot"}));
+            self.begin_start(now);
+            self.advance(now);
+        }
+    }
+
+    /// Between `systemctl reboot` and the boot.
+    pub fn rebooting(&self) -> bool {
+        self.rebooting_since_ms.is_some()
     }
 
     /// Returns false when the service was already active (then, as with systemd, nothing happens).

@@ -571,7 +571,7 @@ fn systemctl(inv: &Invocation) -> i32 {
         return systemctl_show(inv);
     }
     if verb == "reboot" {
-        return systemctl_reboot(inv);
+        return crate::boot::reboot(inv);
     }
     if !matches!(verb, "is-active" | "start" | "stop" | "restart" | "status") {
         eprintln!("Unknown command verb {verb}.");
@@ -594,6 +594,10 @@ fn systemctl(inv: &Invocation) -> i32 {
                 }
                 if s.service_running { 0 } else { 3 }
             }
+            "start" | "restart" if s.rebooting() => {
+                eprintln!("Failed to {verb} {unit}: Transaction is destructive (the system is rebooting).");
+                1
+            }
             "start" => {
                 s.service_start(now);
                 0
@@ -614,20 +618,6 @@ fn systemctl(inv: &Invocation) -> i32 {
         eprintln!("cellsim: {e}");
         INTERNAL_ERROR
     })
-}
-
-/// `systemctl reboot`: the host goes down (service stopped) and boots `boot_time` later, when
-/// the service starts again (see `State::reboot`). Prints nothing, exit 0, as systemd does.
-fn systemctl_reboot(inv: &Invocation) -> i32 {
-    inv.cell
-        .with_state(|s, now| {
-            s.reboot(now);
-            Ok(0)
-        })
-        .unwrap_or_else(|e| {
-            eprintln!("cellsim: {e}");
-            INTERNAL_ERROR
-        })
 }
 
 /// `systemctl show [-p P[,P...]]... [--property=P[,P...]]... [--value] UNIT`, answered as systemd

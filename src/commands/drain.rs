@@ -58,6 +58,7 @@ pub(crate) fn new_record(
         outcome: None,
         ended_at: None,
         upgrade: None,
+        maintain: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod appliance;
 pub(crate) mod db_upgrade;
 pub(crate) mod drain;
 pub(crate) mod lock;
+pub(crate) mod maintain;
 pub(crate) mod preflight;
 pub(crate) mod report;
 pub(crate) mod resume;

@@ -4,8 +4,10 @@
 use crate::engine::context::Ctx;
 use crate::engine::lifecycle::Procedure;
 use crate::engine::run::Run;
-use crate::engine::{drain, preflight};
+use crate::engine::{drain, health, preflight};
 use crate::error::Error;
+use crate::model::machine::Transition;
+use crate::model::maintain::{MaintEvent, MaintStage};
 use crate::model::outcome::{CellLeft, CommandName, Outcome};
 use crate::model::phase::Event;
 use crate::model::step::ServiceState;
@@ -34,6 +36,13 @@ impl Procedure for Resume {
     }
 
     async fn continue_record(&self, ctx: &Ctx<'_>, rec: &mut RunRecord) -> Result<(), Error> {
+        if let Some(m) = maint_past_drain(rec) {
+            if !matches!(m, MaintStage::Command | MaintStage::Start) {
+                return Err(Error::Conflict(format!("run {}: {}", rec.run_id, rec.advice())));
+            }
+            tracing::info!(run_id = %rec.run_id, stage = %m, "bringing the cell back without finishing the maintenance");
+            return Ok(());
+        }
         if let Some(up) = rec.upgrade.as_ref().filter(|_| rec.past_drain()) {
             return Err(Error::Conflict(format!(
                 "run {} is past its drain (stage {}): the cell is being upgraded; `cellctl {}` continues it",
@@ -69,13 +78,27 @@ impl Procedure for Resume {
     }
 
     async fn enter(&self, _ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        if maint_past_drain(&run.rec).is_some() {
+            return run.save();
+        }
         run.drain_event(Event::UndoRequested)
     }
 
     async fn drive(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
+        if maint_past_drain(&run.rec).is_some() {
+            // A `maintain` run holds a drained, shut-down cell: undoing it is starting it.
+            let deadline = ctx.s.health_deadline;
+            health::start_and_wait(run, &ctx.tool, &ctx.service, ctx.s, deadline, ctx.sig.clone()).await?;
+            return run.apply(Transition::Maint(MaintEvent::Undone));
+        }
         if let Err(e) = drain::rollback(ctx, run).await {
             run.rollback_error = Some(e);
         }
         Ok(())
     }
+}
+
+/// The stage of a `maintain` run past its drain (its cell is shut down), if this is one.
+fn maint_past_drain(rec: &RunRecord) -> Option<MaintStage> {
+    rec.maintain.as_ref().filter(|_| rec.past_drain()).map(|m| m.stage)
 }

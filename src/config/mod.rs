@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{DrainArgs, GlobalArgs};
+use crate::cli::{DrainArgs, GlobalArgs, MaintainArgs};
 use crate::model::phase::DeadlineAction;
 use crate::store::trust::Owners;
 
@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub api: ApiFile,
     #[serde(default)]
     pub lock: LockFile,
+    #[serde(default)]
+    pub maintain: MaintainFile,
 }
 
 /// `[lock]`: fleet-wide slots on etcd or a FleetLock server (none: no slot is taken).
@@ -88,6 +90,103 @@ pub struct LockFile {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainFile {
+    /// argv that reboots the host through the service manager.
+    pub reboot_command: Option<Vec<String>>,
+    pub boot_id_file: Option<PathBuf>,
+    /// Files whose presence means a reboot is required.
+    pub reboot_required_files: Option<Vec<PathBuf>>,
+    /// argv that exits 1 when a reboot is required (used only where present); [] for none.
+    pub needs_restarting: Option<Vec<String>>,
+    /// After a reboot: how long to wait for the cell's service before starting it.
+    pub service_wait: Option<String>,
+    /// Time limit of the COMMAND's unit.
+    pub timeout: Option<String>,
+}
+
+/// `maintain`'s settings.
+#[derive(Debug, Clone)]
+pub struct MaintainSettings {
+    pub reboot_command: Vec<String>,
+    pub boot_id_file: PathBuf,
+    pub reboot_required_files: Vec<PathBuf>,
+    /// Empty: not asked.
+    pub needs_restarting: Vec<String>,
+    pub service_wait: Duration,
+    pub timeout: Duration,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+pub fn resolve_maintain(
+    a: &MaintainArgs,
+    f: &FileConfig,
+    path: Option<&Path>,
+) -> Result<MaintainSettings, ConfigError> {
+    maintain_settings(a, f, path).map_err(|e| e.at_line(f))
+}
+
+fn maintain_settings(a: &MaintainArgs, f: &FileConfig, path: Option<&Path>) -> Result<MaintainSettings, ConfigError> {
+    let m = &f.maintain;
+    if let Some(p) = path {
+        if a.reboot_command.is_none()
+            && let Some(c) = &m.reboot_command
+        {
+            check_program(p, "[maintain] reboot_command", c)?;
+        }
+        if a.needs_restarting.is_none()
+            && let Some(c) = &m.needs_restarting
+        {
+            check_program(p, "[maintain] needs_restarting", c)?;
+        }
+    }
+    let s = MaintainSettings {
+        reboot_command: match &a.reboot_command {
+            Some(c) => words(c),
+            None => m.reboot_command.clone().unwrap_or_else(|| words("systemctl reboot")),
+        },
+        boot_id_file: a
+            .boot_id_file
+            .clone()
+            .or(m.boot_id_file.clone())
+            .unwrap_or_else(|| "/proc/sys/kernel/random/boot_id".into()),
+        reboot_required_files: if a.reboot_required_files.is_empty() {
+            m.reboot_required_files
+                .clone()
+                .unwrap_or_else(|| vec!["/run/reboot-required".into(), "/var/run/reboot-required".into()])
+        } else {
+            a.reboot_required_files.clone()
+        },
+        needs_restarting: match &a.needs_restarting {
+            Some(c) => words(c),
+            None => m
+                .needs_restarting
+                .clone()
+                .unwrap_or_else(|| words("needs-restarting -r")),
+        },
+        service_wait: match a.service_wait {
+            Some(d) => d.into(),
+            None => dur(path, "maintain.service_wait", m.service_wait.as_deref())?.unwrap_or(Duration::from_secs(300)),
+        },
+        timeout: dur(path, "maintain.timeout", m.timeout.as_deref())?.unwrap_or(Duration::from_secs(2 * 3600)),
+    };
+    if s.reboot_command.is_empty() {
+        return Err(ConfigError::Invalid(
+            "the reboot command (--reboot-command, CELLCTL_REBOOT_COMMAND or [maintain] reboot_command) is empty; e.g. \"systemctl reboot\"".into(),
+        ));
+    }
+    if s.service_wait.is_zero() || s.timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "maintain.service_wait and maintain.timeout must be more than 0 (--service-wait, CELLCTL_SERVICE_WAIT); e.g. 5m".into(),
+        ));
+    }
+    Ok(s)
 }
 
 #[derive(Debug, Default, Deserialize)]

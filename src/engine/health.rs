@@ -57,12 +57,12 @@ pub(crate) async fn start_and_wait<R: Recorder>(
     r
 }
 
-fn interrupted(sg: i32) -> Error {
+/// A signal before the started cell was seen healthy; `rerun` finishes the run.
+fn interrupted(sg: i32, rerun: &str) -> Error {
     Error::Interrupted {
         signal: sg,
         name: signals::name(sg),
-        state: "the cell was started but not yet seen healthy: rerun `cellctl upgrade` (or `cellctl start`) to finish"
-            .into(),
+        state: format!("the cell was started but not yet seen healthy: rerun {rerun} to finish"),
     }
 }
 
@@ -79,11 +79,15 @@ async fn until_healthy<R: Recorder>(
     loop {
         // A signal ends the wait, even if the cell would have answered healthy just after.
         if let Some(sg) = sig.pending() {
-            return Err(interrupted(sg));
+            return Err(interrupted(sg, &rec.finish_with()));
         }
         let last: NotUp = match s.health.probe(&client).await {
             // A signal during the probe still ends the run as interrupted, as documented.
-            Ok(()) => return sig.pending().map_or(Ok(()), |sg| Err(interrupted(sg))),
+            Ok(()) => {
+                return sig
+                    .pending()
+                    .map_or(Ok(()), |sg| Err(interrupted(sg, &rec.finish_with())));
+            }
             Err(e) => e,
         };
         // A cell that came up showing the maintenance message answers 503 for ever: once it
@@ -115,7 +119,7 @@ async fn until_healthy<R: Recorder>(
         }
         tokio::select! {
             biased;
-            sg = sig.received() => return Err(interrupted(sg)),
+            sg = sig.received() => return Err(interrupted(sg, &rec.finish_with())),
             () = tokio::time::sleep(s.health.interval.min(until - now)) => {}
         }
     }

@@ -257,7 +257,9 @@ struct Conclusion {
 
 fn conclude(mut run: Run, report: &mut Report, result: Result<(), Error>, sig: &SignalWatch) -> Result<(), Error> {
     let before_drain = run.rec.upgrade.as_ref().is_some_and(|u| u.stage.before_drain());
-    let c = if run.rec.past_drain() || before_drain {
+    let c = if run.rec.maintain.is_some() && run.rec.past_drain() {
+        maint_conclusion(&run.rec, result)
+    } else if run.rec.past_drain() || before_drain {
         stage_conclusion(&run.rec, result)
     } else {
         drain_conclusion(&mut run, result, sig)
@@ -277,6 +279,7 @@ fn conclude(mut run: Run, report: &mut Report, result: Result<(), Error>, sig: &
     report.jobs_remaining = run.jobs_remaining.take();
     report.tasks_not_canceled = run.tasks_not_canceled.take();
     report.upgrade.clone_from(&run.rec.upgrade);
+    report.maintain.clone_from(&run.rec.maintain);
     report.outcome = c.reported;
     report.cell_left = Some(c.cell_left);
     if !c.finished
@@ -415,5 +418,35 @@ fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
         cell_left,
         finished: done || before_drain,
         result,
+    }
+}
+
+/// A `maintain` run past its drain: its stage says how far it got.
+fn maint_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
+    use crate::model::maintain::MaintStage;
+    let stage = rec.maintain.as_ref().expect("checked by the caller").stage;
+    let (outcome, cell_left, finished) = match (&result, stage) {
+        (Ok(()), MaintStage::Done) => (Outcome::Maintained, CellLeft::Running, true),
+        (Ok(()), MaintStage::Undone) => (Outcome::Resumed, CellLeft::Running, true),
+        (Ok(()), MaintStage::Rebooting) => (Outcome::Rebooting, CellLeft::Rebooting, false),
+        (Err(Error::Interrupted { .. }), s) => (Outcome::Interrupted, maint_left(s), false),
+        (_, s) => (Outcome::Failed, maint_left(s), false),
+    };
+    Conclusion {
+        outcome,
+        reported: outcome,
+        cell_left,
+        finished,
+        result,
+    }
+}
+
+/// Where an unfinished `maintain` run leaves the cell.
+fn maint_left(stage: crate::model::maintain::MaintStage) -> CellLeft {
+    use crate::model::maintain::MaintStage;
+    match stage {
+        MaintStage::Start => CellLeft::Changed,
+        MaintStage::Rebooting => CellLeft::Rebooting,
+        _ => CellLeft::ShutDown,
     }
 }

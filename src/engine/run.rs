@@ -4,6 +4,7 @@
 
 use crate::error::Error;
 use crate::model::machine::Transition;
+use crate::model::outcome::CommandName;
 use crate::model::phase::Event;
 use crate::model::stage::StageEvent;
 use crate::model::step::{Step, StepRecord, StepStatus};
@@ -36,6 +37,8 @@ pub(crate) trait Recorder {
     /// Record `step` as started; its index for [`Recorder::end`].
     fn begin(&mut self, step: Step) -> Result<usize, Error>;
     fn end(&mut self, idx: usize, status: StepStatus, detail: Option<String>) -> Result<(), Error>;
+    /// The command that finishes what these steps began, for an operator (a start cut short).
+    fn finish_with(&self) -> String;
 }
 
 impl Run {
@@ -139,6 +142,13 @@ impl Recorder for Run {
         events::step(st);
         self.save()
     }
+
+    fn finish_with(&self) -> String {
+        match self.rec.command {
+            CommandName::Maintain => "`cellctl maintain --continue` (or `cellctl start`)".into(),
+            cmd => format!("`cellctl {cmd}` (or `cellctl start`)"),
+        }
+    }
 }
 
 /// Steps of a command that keeps no journal (`start`): recorded for its report only.
@@ -154,5 +164,9 @@ impl Recorder for Vec<StepRecord> {
         st.ended_at = Some(Timestamp::now());
         st.detail = detail;
         Ok(())
+    }
+
+    fn finish_with(&self) -> String {
+        "`cellctl start`".into()
     }
 }

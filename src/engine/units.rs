@@ -38,6 +38,8 @@ impl UnitStep {
     pub fn error(&self, e: InstallError) -> Error {
         if self.step == Step::DbUpgrade {
             Error::DbUpgrade(e)
+        } else if self.step == Step::Command {
+            Error::Maintenance(e)
         } else {
             Error::Install(e)
         }
@@ -260,7 +262,7 @@ pub(crate) async fn run_step<W: Witness>(
 /// Judge a unit's result: a unit killed by a signal after running for its whole limit was
 /// stopped by systemd at RuntimeMaxSec (the configured timeout) and is reported as such. On
 /// failure the step is recorded failed and the error returned.
-fn judge(
+pub(crate) fn judge(
     run: &mut Run,
     us: UnitStep,
     unit: &str,

@@ -25,6 +25,7 @@ pub mod code {
     pub const DB_UPGRADE: i32 = 23;
     pub const UNDELIVERED: i32 = 24;
     pub const PREFLIGHT_FAILED: i32 = 25;
+    pub const MAINTENANCE_COMMAND: i32 = 26;
     pub const SIGHUP: i32 = 129;
     pub const SIGINT: i32 = 130;
     pub const SIGTERM: i32 = 143;
@@ -125,6 +126,11 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
         code::PREFLIGHT_FAILED,
         "preflight-failed",
         "`cellctl preflight` found a failing check (nothing was changed)",
+    ),
+    (
+        code::MAINTENANCE_COMMAND,
+        "maintenance-command",
+        "maintain: the COMMAND failed; the cell is left drained: `cellctl maintain --continue` or `cellctl resume`",
     ),
     (
         code::SIGHUP,

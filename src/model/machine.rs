@@ -2,6 +2,7 @@
 //! which checks the drain's transitions (`phase.rs`), the upgrade's (`stage.rs`) and the rule
 //! that binds them: nothing is installed before the drain has shut the cell down.
 
+use super::maintain::{InvalidMaint, MaintEvent, MaintStage, RebootPolicy};
 use super::outcome::Outcome;
 use super::phase::{Event, InvalidTransition, Phase};
 use super::stage::{InvalidStage, Plan, Stage, StageEvent};
@@ -12,12 +13,15 @@ pub struct Position {
     pub phase: Phase,
     /// With the plan it follows; None for a plain drain or resume.
     pub stage: Option<(Stage, Plan)>,
+    /// For `maintain`: its stage and reboot policy.
+    pub maint: Option<(MaintStage, RebootPolicy)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Drain(Event),
     Stage(StageEvent),
+    Maint(MaintEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +30,10 @@ pub enum Refused {
     Phase(#[from] InvalidTransition),
     #[error(transparent)]
     Stage(#[from] InvalidStage),
+    #[error(transparent)]
+    Maint(#[from] InvalidMaint),
+    #[error("{event:?} needs a `maintain` run")]
+    NoMaint { event: MaintEvent },
     #[error("{event:?} needs a run with stages (install or upgrade)")]
     NoStages { event: StageEvent },
     #[error("the drain has not shut the cell down (phase {phase:?}): nothing may be installed")]
@@ -36,6 +44,8 @@ pub enum Refused {
         "phase {phase:?} cannot change in stage {stage:?}: the drain has not begun (the appliance's checks come first)"
     )]
     DrainNotBegun { phase: Phase, stage: Stage },
+    #[error("phase {phase:?} cannot change in maintain stage {stage:?}: the drain is over")]
+    MaintDrainOver { phase: Phase, stage: MaintStage },
 }
 
 impl Position {
@@ -63,6 +73,14 @@ impl Position {
                         stage,
                     });
                 }
+                if let Some((m, _)) = self.maint
+                    && m != MaintStage::Drain
+                {
+                    return Err(Refused::MaintDrainOver {
+                        phase: self.phase,
+                        stage: m,
+                    });
+                }
                 Ok(Position {
                     phase: self.phase.next(ev)?,
                     ..self
@@ -72,13 +90,7 @@ impl Position {
                 let Some((stage, plan)) = self.stage else {
                     return Err(Refused::NoStages { event: ev });
                 };
-                let shut_down = matches!(
-                    self.phase,
-                    Phase::Done {
-                        outcome: Outcome::ShutDown | Outcome::Forced
-                    }
-                );
-                if stage == Stage::Drain && !shut_down {
+                if stage == Stage::Drain && !self.shut_down() {
                     return Err(Refused::NotShutDown { phase: self.phase });
                 }
                 Ok(Position {
@@ -86,7 +98,29 @@ impl Position {
                     ..self
                 })
             }
+            Transition::Maint(ev) => {
+                let Some((stage, policy)) = self.maint else {
+                    return Err(Refused::NoMaint { event: ev });
+                };
+                if stage == MaintStage::Drain && !self.shut_down() {
+                    return Err(Refused::NotShutDown { phase: self.phase });
+                }
+                Ok(Position {
+                    maint: Some((stage.next(ev, policy)?, policy)),
+                    ..self
+                })
+            }
         }
+    }
+
+    /// The drain shut the cell down (confirmed, or forced by choice).
+    fn shut_down(self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Done {
+                outcome: Outcome::ShutDown | Outcome::Forced
+            }
+        )
     }
 }
 
@@ -135,7 +169,7 @@ mod tests {
         ) {
             let plan = Plan { db_upgrade, start, appliance };
             let first = if appliance { Stage::Unpack } else { Stage::Drain };
-            let mut p = Position { phase: Phase::Start, stage: Some((first, plan)) };
+            let mut p = Position { phase: Phase::Start, stage: Some((first, plan)), maint: None };
             for t in ts {
                 let Ok(n) = p.next(t) else { continue };
                 let (stage, _) = n.stage.expect("keeps its stages");
@@ -154,6 +188,43 @@ mod tests {
         }
     }
 
+    fn any_maint_transition() -> impl Strategy<Value = Transition> {
+        prop_oneof![
+            any_transition(),
+            Just(Transition::Maint(MaintEvent::Drained)),
+            any::<bool>().prop_map(|reboot| Transition::Maint(MaintEvent::CommandSucceeded { reboot })),
+            Just(Transition::Maint(MaintEvent::RebootRequested)),
+            Just(Transition::Maint(MaintEvent::Booted)),
+            Just(Transition::Maint(MaintEvent::Started)),
+            Just(Transition::Maint(MaintEvent::Undone)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, a `maintain` run's COMMAND (and anything after it) comes only with
+        /// the cell shut down by its drain, the drain's phase never moves once it is over, and
+        /// upgrade stages never apply to it.
+        #[test]
+        fn the_command_runs_only_on_a_shut_down_cell(
+            policy in prop_oneof![Just(RebootPolicy::Never), Just(RebootPolicy::Always), Just(RebootPolicy::IfRequired)],
+            ts in proptest::collection::vec(any_maint_transition(), 0..80),
+        ) {
+            let mut p = Position { phase: Phase::Start, stage: None, maint: Some((MaintStage::Drain, policy)) };
+            for t in ts {
+                let Ok(n) = p.next(t) else { continue };
+                prop_assert!(n.stage.is_none());
+                let (m, _) = n.maint.expect("keeps its stages");
+                if m != MaintStage::Drain {
+                    prop_assert!(n.shut_down(), "stage {:?} with phase {:?}", m, n.phase);
+                }
+                if let Some((m0, _)) = p.maint && m0 != MaintStage::Drain {
+                    prop_assert_eq!(p.phase, n.phase);
+                }
+                p = n;
+            }
+        }
+    }
+
     #[test]
     fn a_database_upgrade_alone_starts_on_a_stopped_cell_and_ends_done() {
         let plan = Plan {
@@ -164,6 +235,7 @@ mod tests {
         let p = Position {
             phase: Phase::Start,
             stage: Some((Stage::DbUpgrade, plan)),
+            maint: None,
         };
         let p = p.next(Transition::Drain(Event::AlreadyStopped)).unwrap();
         assert_eq!(
@@ -184,6 +256,7 @@ mod tests {
         let p = Position {
             phase: Phase::Start,
             stage: None,
+            maint: None,
         };
         assert!(matches!(
             p.next(Transition::Stage(StageEvent::Installed)),

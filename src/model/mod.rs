@@ -3,6 +3,7 @@
 
 pub(crate) mod exit;
 pub(crate) mod machine;
+pub(crate) mod maintain;
 pub(crate) mod outcome;
 pub(crate) mod package;
 pub(crate) mod phase;

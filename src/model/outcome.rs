@@ -20,6 +20,7 @@ pub enum CommandName {
     /// Named as on the command line.
     #[serde(rename = "db-upgrade")]
     DbUpgrade,
+    Maintain,
     /// A refused command line that named no command.
     Unknown,
 }
@@ -37,6 +38,7 @@ impl CommandName {
             CommandName::Lock => "lock",
             CommandName::Preflight => "preflight",
             CommandName::DbUpgrade => "db-upgrade",
+            CommandName::Maintain => "maintain",
             CommandName::Unknown => "unknown",
         }
     }
@@ -81,6 +83,12 @@ pub enum Outcome {
     Flushed,
     /// `db-upgrade`: the database is at the installed version (upgraded now or already).
     DbUpgraded,
+    /// `maintain`: the COMMAND ran, the cell is back and healthy.
+    Maintained,
+    /// `maintain --continue`: no run recorded that it could continue.
+    NothingToContinue,
+    /// `maintain --reboot`: recorded, reboot requested; the continuation after boot finishes.
+    Rebooting,
 }
 
 impl Outcome {
@@ -100,6 +108,9 @@ impl Outcome {
             Outcome::NothingToDo => "nothing_to_do",
             Outcome::Flushed => "flushed",
             Outcome::DbUpgraded => "db_upgraded",
+            Outcome::Maintained => "maintained",
+            Outcome::Rebooting => "rebooting",
+            Outcome::NothingToContinue => "nothing_to_continue",
         }
     }
 }
@@ -122,6 +133,9 @@ impl Outcome {
             Outcome::NothingToDo => "done: nothing to undo",
             Outcome::Flushed => "done",
             Outcome::DbUpgraded => "done: the database is at the installed version",
+            Outcome::Maintained => "done: maintained, started and healthy",
+            Outcome::Rebooting => "rebooting: `cellctl maintain --continue` finishes after the boot",
+            Outcome::NothingToContinue => "done: nothing left to continue",
         }
     }
 }
@@ -146,6 +160,8 @@ pub enum CellLeft {
     Unknown,
     /// An appliance updated and stopped: it must be rebooted to finish the update.
     RebootRequired,
+    /// Drained and shut down; the host's reboot was requested.
+    Rebooting,
 }
 
 impl CellLeft {
@@ -158,6 +174,7 @@ impl CellLeft {
             CellLeft::Running => "running",
             CellLeft::Unknown => "unknown",
             CellLeft::RebootRequired => "reboot_required",
+            CellLeft::Rebooting => "rebooting",
         }
     }
 }
@@ -175,6 +192,7 @@ impl CellLeft {
             CellLeft::RebootRequired => {
                 "the appliance is updated and its service stopped: reboot it to finish the update"
             }
+            CellLeft::Rebooting => "the cell is shut down and the host is rebooting",
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum Step {
     CancelTasks,
     TakeSlot,
     ReleaseSlot,
+    /// `maintain`: the COMMAND, in a transient unit.
+    Command,
+    /// `maintain`: the reboot requested from the service manager.
+    Reboot,
+    /// `maintain`: after the boot, waiting for the cell's service.
+    ContinueAfterBoot,
     /// Appliance: the update package unpacked into a folder of its own.
     Unpack,
     /// Appliance: `vamicli update --repo file:///FOLDER`.

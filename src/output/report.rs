@@ -16,7 +16,7 @@ use crate::model::step::{Before, ServiceState, StepRecord};
 use crate::model::time::{Timestamp, new_run_id};
 use crate::store::atomic::WriteError;
 use crate::store::journal::LockHolder;
-use crate::store::record::{RunRecord, UpgradeRecord};
+use crate::store::record::{MaintainRecord, RunRecord, UpgradeRecord};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -246,6 +246,9 @@ pub struct Report {
     /// or could not answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<Option<Vec<GroupCell>>>,
+    /// `maintain`: its COMMAND, exit code, output tail and reboot (the whole run, across it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintain: Option<MaintainRecord>,
     pub error: Option<ErrorDoc>,
     /// Where the report was saved (for the closing line; not part of the document).
     #[serde(skip)]
@@ -300,6 +303,7 @@ impl Report {
             package: None,
             up_to_date: None,
             group: None,
+            maintain: None,
             error: None,
             saved_as: None,
         }

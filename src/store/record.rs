@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::machine::Position;
+use crate::model::maintain::{MaintStage, RebootPolicy};
 use crate::model::outcome::{CommandName, Outcome};
 use crate::model::package::Package;
 use crate::model::phase::{DeadlineAction, Phase};
@@ -57,8 +58,45 @@ pub struct RunRecord {
     /// For `install` and `upgrade` runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
+    /// For `maintain` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintain: Option<MaintainRecord>,
 }
 
+/// A `maintain` run: its COMMAND, what became of it, and the reboot (recorded before it is
+/// requested, with the boot id it must change).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintainRecord {
+    /// Assigned only through `engine::Run::apply` (the checked state machine).
+    pub stage: MaintStage,
+    pub reboot: RebootPolicy,
+    /// The COMMAND and its arguments.
+    pub command: Vec<String>,
+    /// Its transient unit.
+    pub unit: String,
+    /// How many times the COMMAND was started (a `--continue` after a failure runs it again).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The COMMAND's last exit code (None: killed by a signal, or no result yet).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Its result in words (exit status N, killed by signal N).
+    #[serde(default)]
+    pub result: Option<String>,
+    /// The last lines of its output, redacted.
+    #[serde(default)]
+    pub output_tail: Option<String>,
+    /// Why the run reboots (or why `--reboot-if-required` did not).
+    #[serde(default)]
+    pub reboot_reason: Option<String>,
+    /// The boot id when the reboot was decided: a continuation that sees it again knows the
+    /// reboot did not happen.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The boot id the continuation found (the new boot).
+    #[serde(default)]
+    pub booted_id: Option<String>,
+}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpgradeRecord {
     /// None for `db-upgrade`, which installs nothing.
@@ -150,6 +188,7 @@ impl RunRecord {
         Position {
             phase: self.phase,
             stage: self.upgrade.as_ref().map(|u| (u.stage, u.plan())),
+            maint: self.maintain.as_ref().map(|m| (m.stage, m.reboot)),
         }
     }
 
@@ -159,11 +198,24 @@ impl RunRecord {
         if let (Some(up), Some((stage, _))) = (self.upgrade.as_mut(), p.stage) {
             up.stage = stage;
         }
+        if let (Some(m), Some((stage, _))) = (self.maintain.as_mut(), p.maint) {
+            m.stage = stage;
+        }
     }
 
     /// The one right next step for an operator who finds this record (status, refusals).
     pub fn advice(&self) -> String {
         let cmd = self.command;
+        if let Some(m) = self.maintain.as_ref().filter(|_| self.past_drain()) {
+            return match m.stage {
+                MaintStage::Command | MaintStage::Start => format!(
+                    "the cell is drained and shut down at stage {}: `cellctl maintain --continue` goes on (re-running the COMMAND if it did not succeed), `cellctl resume` brings the cell back without it",
+                    m.stage
+                ),
+                s if s.rebooting() => "it is rebooting: after the boot `cellctl maintain --continue` finishes it (cellctl-continue.service does at boot)".to_string(),
+                s => format!("it has ended (stage {s}): `cellctl maintain --continue` archives it"),
+            };
+        }
         if let Some(up) = self.upgrade.as_ref().filter(|u| u.stage != Stage::Drain) {
             return format!("`cellctl {cmd}` continues it from stage {}", up.stage);
         }
@@ -186,6 +238,7 @@ impl RunRecord {
     /// The drain stage is over (or there was none): an `install`/`upgrade` record past it.
     pub fn past_drain(&self) -> bool {
         self.upgrade.as_ref().is_some_and(|u| u.stage.after_drain())
+            || self.maintain.as_ref().is_some_and(|m| m.stage != MaintStage::Drain)
     }
 }
 
@@ -218,6 +271,7 @@ pub(crate) mod tests {
             outcome: None,
             ended_at: None,
             upgrade: None,
+            maintain: None,
         }
     }
 
