@@ -128,7 +128,7 @@ impl Error {
             Error::Interrupted { signal, .. } => 128 + signal,
             Error::Package(_) => code::PACKAGE,
             Error::Appliance(ApplianceError::Unpack { .. } | ApplianceError::NotOffered(_)) => code::PACKAGE,
-            Error::Appliance(ApplianceError::Vamicli { .. }) => code::INSTALL,
+            Error::Appliance(ApplianceError::Vamicli { .. } | ApplianceError::Version(_)) => code::INSTALL,
             Error::Appliance(ApplianceError::Setup(_)) => code::PRECHECK,
             // A unit whose result could not be written: the state dir's fault, not the program's.
             Error::Install(e) | Error::DbUpgrade(e) | Error::Maintenance(e) if e.is_state_dir() => code::STATE,

@@ -1,55 +1,29 @@
 //! `cellctl upgrade` of a simulated VCD appliance (`cellsim create --appliance`): the package
 //! unpacked, vamicli's repository set and checked, the drain, `vamicli update --install` in a
-//! transient unit, and the appliance left stopped for its reboot. What happened to the cell is
-//! read from the simulator's records (`cellsim show`, invocations), not from cellctl's report.
+//! transient unit, the reboot through the service manager, and after the boot the test plays
+//! (`cellsim boot`) the continuation the shipped unit runs (`maintain --continue --at-boot`):
+//! the cell waited for, its health and version checked, the unpacked folder removed. What
+//! happened to the cell is read from the simulator's records (`cellsim show`, the group
+//! timeline, invocations), not from cellctl's report.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
+use common::appliance::*;
 use common::*;
 use serde_json::Value;
 
-const OLD: &str = "10.5.1";
-const NEW: &str = "10.6.0";
+const OLD: &str = APPLIANCE_OLD;
+const NEW: &str = APPLIANCE_NEW;
 
 fn appliance() -> Cell {
-    Cell::new(&["--appliance", "--quiesce-delay", "200ms", "--version", OLD])
+    appliance_cell(&[])
 }
 
-/// An appliance update package (and its .sha256, written by cellsim) for `c`.
-fn update(c: &Cell, version: &str, extra: &[&str]) -> PathBuf {
-    let out = Command::new(cellsim_bin())
-        .arg("package")
-        .arg("--appliance")
-        .arg("--cell")
-        .arg(&c.dir)
-        .args(["--version", version, "--install-time", "200ms"])
-        .args(extra)
-        .arg(c.tmp.path().join("pkgs"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn unpack_dir(c: &Cell) -> PathBuf {
-    c.tmp.path().join("updates")
-}
-
-fn cmd(c: &Cell, served: &Served) -> Command {
-    std::fs::create_dir_all(unpack_dir(c)).unwrap();
-    let mut cmd = c.upgrade_cmd(served);
-    cmd.arg("--vamicli")
-        .arg(c.dir.join("bin/vamicli"))
-        .arg("--unpack-dir")
-        .arg(unpack_dir(c));
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Run {
-    Run::from(cmd.output().unwrap())
+fn update(c: &Cell, version: &str, extra: &[&str]) -> std::path::PathBuf {
+    update_package(c, version, extra)
 }
 
 fn step_status(doc: &Value, step: &str) -> Option<String> {
@@ -85,38 +59,49 @@ fn position(c: &Cell, tool: &str, argv_part: &str) -> Option<usize> {
     calls(c).iter().position(|(t, a, _)| t == tool && a.contains(argv_part))
 }
 
-fn folders(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
+fn reboot_calls(c: &Cell) -> usize {
+    calls(c)
+        .iter()
+        .filter(|(t, a, _)| t == "systemctl" && a == "reboot")
+        .count()
 }
 
-/// The upgrade finished: the simulator installed the package's version once, on a stopped
-/// service, after the drain; the appliance waits for its reboot; the folder is gone.
-fn assert_installed_once(c: &Cell) {
+/// The first run ended with the reboot requested: the update installed once on a stopped
+/// service, the appliance rebooting (the simulator's host is down until the test boots it),
+/// the run kept for its continuation, the unpacked folder kept until the version is seen again.
+fn assert_rebooting(c: &Cell, r: &Run) {
+    r.assert_code(0).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "rebooting", "{doc}");
+    assert_eq!(doc["cell_left"], "rebooting", "{doc}");
+    assert_eq!(step_status(&doc, "reboot").as_deref(), Some("done"), "{doc}");
+    assert!(
+        step_status(&doc, "start_service").is_none(),
+        "an appliance is not started: it reboots"
+    );
     let show = c.show();
     assert_eq!(show["version"], NEW);
     assert_eq!(show["service"], "stopped");
-    let a = &show["appliance"];
-    assert_eq!(a["installs"].as_array().unwrap().len(), 1, "{a}");
-    assert_eq!(a["installs"][0]["from"], OLD);
-    assert_eq!(a["reboot_required"], true);
-    assert!(folders(&unpack_dir(c)).is_empty(), "the unpacked folder is removed");
-    assert!(c.current().is_none(), "a finished run leaves no record");
+    assert_eq!(show["rebooting"], true, "{show}");
+    assert_eq!(show["appliance"]["installs"].as_array().unwrap().len(), 1);
+    assert_eq!(show["appliance"]["reboot_required"], true);
+    let rec = c.current().expect("the run is kept for the continuation");
+    assert_eq!(rec["upgrade"]["stage"], "rebooting", "{rec}");
+    assert_eq!(
+        folders(&unpack_dir(c)).len(),
+        1,
+        "the unpacked folder is kept until the version is verified"
+    );
 }
 
-#[test]
-fn an_appliance_is_updated_through_vamicli_and_left_for_its_reboot() {
-    let c = appliance();
-    let served = c.serve();
-    let pkg = update(&c, NEW, &[]);
-    let r = run(cmd(&c, &served)
-        .args(["--json", "upgrade", "--poll-interval", "100ms"])
-        .arg(&pkg));
+/// The continuation after the boot finished the upgrade; its report covers every step of the
+/// run, across the reboot.
+fn assert_continued(c: &Cell, r: &Run) {
     r.assert_code(0).assert_no_secret();
     let doc = r.json();
-    assert_eq!(doc["outcome"], "installed");
-    assert_eq!(doc["cell_left"], "reboot_required");
+    assert_eq!(doc["command"], "upgrade", "{doc}");
+    assert_eq!(doc["outcome"], "upgraded", "{doc}");
+    assert_eq!(doc["cell_left"], "running", "{doc}");
     for s in [
         "unpack",
         "set_repo",
@@ -125,25 +110,43 @@ fn an_appliance_is_updated_through_vamicli_and_left_for_its_reboot() {
         "shutdown",
         "stop_service",
         "install",
+        "reboot",
+        "continue_after_boot",
+        "health",
+        "verify_version",
     ] {
         assert_eq!(step_status(&doc, s).as_deref(), Some("done"), "step {s}: {doc}");
     }
-    assert!(
-        step_status(&doc, "start_service").is_none(),
-        "an appliance is not started: it reboots"
-    );
-    let tail = doc["upgrade"]["installer_tail"].as_str().unwrap();
+    assert_eq!(doc["upgrade"]["stage"], "done");
+    assert_appliance_updated(c);
+}
+
+/// Boot, and the shipped unit's continuation finishes the upgrade.
+fn boot_and_continue(c: &Cell, served: &Served) {
+    play_boot(c);
+    let r = continue_at_boot(c, served);
+    assert_continued(c, &r);
+}
+
+#[test]
+fn an_appliance_is_updated_through_vamicli_reboots_and_finishes_after_the_boot() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
+    assert_rebooting(&c, &r);
+    let tail = r.json()["upgrade"]["installer_tail"].as_str().unwrap().to_string();
     assert!(tail.contains("reboot is required"), "{tail}");
-    assert_installed_once(&c);
-    // The vendor's order, from the simulator's log: repo, check, then quiesce, shutdown, and
-    // the install only after the service stopped.
+    // The vendor's order, from the simulator's log: repo, check, then quiesce, shutdown, the
+    // install only after the service stopped, then the reboot.
     let repo = position(&c, "vamicli", "update --repo file://").unwrap();
     let check = position(&c, "vamicli", "update --check").unwrap();
     let quiesce = position(&c, "cell-management-tool", "--quiesce true").unwrap();
     let stop = position(&c, "systemctl", "stop").unwrap();
     let install = position(&c, "vamicli", "update --install latest --accepteula").unwrap();
+    let reboot = position(&c, "systemctl", "reboot").unwrap();
     assert!(
-        repo < check && check < quiesce && quiesce < stop && stop < install,
+        repo < check && check < quiesce && quiesce < stop && stop < install && install < reboot,
         "{:?}",
         calls(&c)
     );
@@ -152,7 +155,57 @@ fn an_appliance_is_updated_through_vamicli_and_left_for_its_reboot() {
         repo_url.starts_with(&format!("file://{}/", unpack_dir(&c).display())),
         "{repo_url}"
     );
+    // The boot unit on a boot with nothing to do for it (none yet: the host is still down) is
+    // not run here; after the boot it finishes the run.
+    boot_and_continue(&c, &served);
+    assert_eq!(reboot_calls(&c), 1, "one reboot");
+    // Once finished, the boot unit has nothing left to do.
+    play_boot(&c);
+    let r = continue_at_boot(&c, &served);
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "nothing_to_continue");
     c.assert_no_leak_to_tools();
+}
+
+#[test]
+fn a_plain_rerun_also_continues_after_the_boot_and_the_database_step_comes_before_the_reboot() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &["--db-upgrade"]);
+    assert_rebooting(&c, &r);
+    assert_eq!(step_status(&r.json(), "db_upgrade").as_deref(), Some("done"));
+    let t = Timeline::of_cell(&c.dir);
+    let db = t.named("db_upgrade")[0].at_ms;
+    assert!(
+        t.named("reboot").iter().all(|e| e.at_ms >= db),
+        "the schema changed before the reboot"
+    );
+    play_boot(&c);
+    // `cellctl upgrade` with no package continues the recorded run as the unit would.
+    let r = appliance_upgrade(&c, &served, None, &[]);
+    assert_continued(&c, &r);
+}
+
+#[test]
+fn the_installed_version_is_checked_after_the_boot_and_the_folder_kept_when_it_is_wrong() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    assert_rebooting(&c, &appliance_upgrade(&c, &served, Some(&pkg), &[]));
+    play_boot(&c);
+    // The update did not take (the appliance came back on the old version).
+    c.sim(&["set", &format!("version={OLD}")]);
+    let r = continue_at_boot(&c, &served);
+    r.assert_code(21);
+    let doc = r.json();
+    assert_eq!(step_status(&doc, "verify_version").as_deref(), Some("failed"), "{doc}");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("not the package's"),
+        "{doc}"
+    );
+    assert_eq!(folders(&unpack_dir(&c)).len(), 1, "the unpacked update is kept");
+    assert!(c.current().is_some(), "the run is kept");
 }
 
 /// A refused appliance update changed nothing: no quiesce, no install, the old version running.
@@ -168,13 +221,20 @@ fn assert_untouched(c: &Cell) {
     assert!(folders(&unpack_dir(c)).is_empty(), "the unpacked folder is removed");
 }
 
+/// The same command again, then the boot and the continuation: the upgrade converges.
+fn rerun_converges(c: &Cell, served: &Served, pkg: Option<&Path>, extra: &[&str]) {
+    let r = appliance_upgrade(c, served, pkg, extra);
+    assert_rebooting(c, &r);
+    boot_and_continue(c, served);
+}
+
 #[test]
 fn vamicli_failing_at_check_changes_nothing() {
     let c = appliance();
     let served = c.serve();
     let pkg = update(&c, NEW, &[]);
     c.sim(&["fault", "crash", "--op", "vamicli-check"]);
-    let r = run(cmd(&c, &served).args(["--json", "upgrade"]).arg(&pkg));
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
     r.assert_code(21);
     let doc = r.json();
     assert_eq!(doc["cell_left"], "unchanged");
@@ -186,8 +246,7 @@ fn vamicli_failing_at_check_changes_nothing() {
     assert_untouched(&c);
     // Fixed, the same command goes through.
     c.sim(&["fault", "clear"]);
-    run(cmd(&c, &served).args(["--json", "upgrade"]).arg(&pkg)).assert_code(0);
-    assert_installed_once(&c);
+    rerun_converges(&c, &served, Some(&pkg), &[]);
 }
 
 #[test]
@@ -196,11 +255,15 @@ fn a_package_whose_version_vamicli_does_not_offer_is_refused() {
     let served = c.serve();
     // The file says 10.6.0; its manifest offers 10.6.1.
     let pkg = update(&c, NEW, &["--offer", "10.6.1"]);
-    let r = run(cmd(&c, &served).args(["--json", "upgrade"]).arg(&pkg));
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
     r.assert_code(20);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("vamicli offers 10.6.1") && msg.contains(NEW), "{msg}");
+    assert!(position(&c, "vamicli", "update --check").is_some(), "vamicli was asked");
     assert_untouched(&c);
+    // The right package goes through.
+    let good = update(&c, NEW, &["--build", "7"]);
+    rerun_converges(&c, &served, Some(&good), &[]);
 }
 
 #[test]
@@ -208,7 +271,7 @@ fn a_downgrade_is_refused_before_anything_is_unpacked() {
     let c = appliance();
     let served = c.serve();
     let pkg = update(&c, "10.4.0", &[]);
-    let r = run(cmd(&c, &served).args(["--json", "upgrade"]).arg(&pkg));
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
     r.assert_code(20);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("downgrade"));
     assert!(position(&c, "vamicli", "").is_none(), "vamicli not even asked");
@@ -220,7 +283,7 @@ fn a_linux_installer_is_refused_on_an_appliance() {
     let c = appliance();
     let served = c.serve();
     let pkg = c.package(NEW, "ok", &[]);
-    let r = run(cmd(&c, &served).args(["--json", "upgrade"]).arg(&pkg));
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
     r.assert_code(5);
     assert!(
         r.json()["error"]["message"]
@@ -237,9 +300,7 @@ fn vamicli_failing_at_install_leaves_the_appliance_stopped_and_a_rerun_finishes(
     let served = c.serve();
     let pkg = update(&c, NEW, &[]);
     c.sim(&["fault", "crash", "--op", "vamicli-install", "--times", "1"]);
-    let r = run(cmd(&c, &served)
-        .args(["--json", "upgrade", "--poll-interval", "100ms"])
-        .arg(&pkg));
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
     r.assert_code(21);
     let doc = r.json();
     assert_eq!(doc["cell_left"], "shut_down");
@@ -251,25 +312,25 @@ fn vamicli_failing_at_install_leaves_the_appliance_stopped_and_a_rerun_finishes(
     let show = c.show();
     assert_eq!(show["version"], OLD);
     assert_eq!(show["service"], "stopped");
+    assert_eq!(reboot_calls(&c), 0, "no reboot after a failed install");
     assert!(c.current().is_some(), "the run is kept");
     // A failed install is not silently retried; asked to, it finishes.
-    run(cmd(&c, &served).args(["--json", "upgrade"])).assert_code(12);
-    run(cmd(&c, &served).args(["--json", "upgrade", "--retry-install"])).assert_code(0);
-    assert_installed_once(&c);
+    appliance_upgrade(&c, &served, None, &[]).assert_code(12);
+    rerun_converges(&c, &served, None, &["--retry-install"]);
 }
 
-/// kill -9 while vamicli hangs at `op`, then the rerun converges: one install, the folder gone.
-/// `rerun` is what the operator adds to the final rerun.
+/// kill -9 while vamicli hangs at `op`, then the rerun converges: one install, the reboot, the
+/// continuation, the folder gone. `rerun` is what the operator adds to the final rerun.
 fn killed_at(op: &str, rerun: &[&str]) {
     let c = appliance();
     let served = c.serve();
     let pkg = update(&c, NEW, &[]);
     c.sim(&["fault", "hang", "--op", op, "--times", "1"]);
-    let child = cmd(&c, &served)
+    let child = appliance_cmd(&c, &served)
         .args(["--json", "upgrade", "--poll-interval", "100ms"])
         .arg(&pkg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut hung_pid = None;
@@ -292,17 +353,12 @@ fn killed_at(op: &str, rerun: &[&str]) {
     assert!(c.current().is_some(), "the killed run is recorded");
     if !rerun.is_empty() {
         // The first rerun learns what the lost step left: the killed install failed.
-        let r = run(cmd(&c, &served).args(["--json", "upgrade"]));
+        let r = appliance_upgrade(&c, &served, None, &[]);
         r.assert_code(21);
         assert_eq!(r.json()["cell_left"], "shut_down");
         assert_eq!(c.show()["version"], OLD);
     }
-    let mut args = vec!["--json", "upgrade", "--poll-interval", "100ms"];
-    args.extend_from_slice(rerun);
-    let r = run(cmd(&c, &served).args(&args));
-    r.assert_code(0);
-    assert_eq!(r.json()["cell_left"], "reboot_required");
-    assert_installed_once(&c);
+    rerun_converges(&c, &served, None, rerun);
 }
 
 #[test]
@@ -320,6 +376,153 @@ fn killed_at_install_a_rerun_converges() {
     // The install was killed with cellctl: the rerun learns it failed (the version did not
     // change), and the operator says to run it again.
     killed_at("vamicli-install", &["--retry-install"]);
+}
+
+/// The journal's last step, (name, status).
+fn last_step(c: &Cell) -> Option<(String, String)> {
+    let rec = c.current()?;
+    let s = rec["steps"].as_array()?.last()?.clone();
+    Some((s["step"].as_str()?.to_string(), s["status"].as_str()?.to_string()))
+}
+
+/// Spawn `cellctl upgrade PKG`, kill -9 it once the journal shows `step` started.
+fn kill_when_started(c: &Cell, served: &Served, pkg: Option<&Path>, step: &str) {
+    let child = appliance_cmd(c, served)
+        .args(["--json", "upgrade", "--poll-interval", "100ms"])
+        .args(pkg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("step {step} started"), || {
+        last_step(c) == Some((step.to_string(), "started".to_string()))
+    });
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_child(child);
+}
+
+#[test]
+fn killed_while_unpacking_a_rerun_unpacks_again_and_converges() {
+    let c = appliance();
+    let served = c.serve();
+    // 96 MiB of zeros: the unpack takes long enough to be caught in flight.
+    let pkg = update(&c, NEW, &["--pad", "100663296"]);
+    kill_when_started(&c, &served, Some(&pkg), "unpack");
+    assert_eq!(c.current().unwrap()["upgrade"]["stage"], "unpack");
+    assert!(position(&c, "vamicli", "").is_none(), "vamicli not yet asked");
+    rerun_converges(&c, &served, None, &[]);
+    assert_eq!(
+        c.invocations()
+            .iter()
+            .filter(|i| i["tool"] == "vamicli" && i["argv"][1] == "--repo")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn killed_by_the_reboot_itself_the_continuation_after_the_boot_finishes() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    // As a real reboot ends every process: the sim's `systemctl reboot` kills its caller
+    // (cellctl) before answering, so the request is never recorded as done.
+    c.sim(&["set", "reboot_kills=true"]);
+    let r = appliance_upgrade(&c, &served, Some(&pkg), &[]);
+    assert_eq!(r.code, 128 + 9, "killed by the reboot");
+    let rec = c.current().expect("recorded");
+    assert_eq!(rec["upgrade"]["stage"], "reboot", "{rec}");
+    assert_eq!(last_step(&c), Some(("reboot".into(), "started".into())));
+    assert_eq!(c.show()["rebooting"], true);
+    c.sim(&["set", "reboot_kills=false"]);
+    boot_and_continue(&c, &served);
+    assert_eq!(reboot_calls(&c), 1, "the reboot happened once: the new boot said so");
+}
+
+#[test]
+fn killed_before_the_reboot_was_requested_the_continuation_asks_again() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    // A reboot command held before it reaches the service manager.
+    let gate = c.tmp.path().join("reboot-gate");
+    std::fs::write(&gate, "").unwrap();
+    let held = c.tmp.path().join("held-reboot");
+    let pidfile = c.tmp.path().join("held-reboot.pid");
+    std::fs::write(
+        &held,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nwhile [ -f '{}' ]; do sleep 0.05; done\nexec '{}' reboot\n",
+            pidfile.display(),
+            gate.display(),
+            c.dir.join("bin/systemctl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&held, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let child = appliance_cmd(&c, &served)
+        .env("CELLCTL_REBOOT_COMMAND", &held)
+        .args(["--json", "upgrade", "--poll-interval", "100ms"])
+        .arg(&pkg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("step reboot started", || {
+        last_step(&c) == Some(("reboot".into(), "started".into()))
+    });
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_child(child);
+    // The held command dies with its gate never opened (a crash before the request reached
+    // the service manager): no reboot happened.
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    std::fs::remove_file(&gate).unwrap();
+    assert_eq!(reboot_calls(&c), 0);
+    assert_eq!(c.show()["rebooting"], false);
+    // At boot the unit would go on; by hand on the same boot, the continuation sees the boot
+    // id unchanged and asks for the reboot again.
+    let r = Run::from(
+        appliance_cmd(&c, &served)
+            .args(["--json", "maintain", "--continue"])
+            .output()
+            .unwrap(),
+    );
+    assert_rebooting(&c, &r);
+    boot_and_continue(&c, &served);
+    assert_eq!(reboot_calls(&c), 1);
+}
+
+#[test]
+fn killed_while_waiting_for_the_cell_after_the_boot_a_rerun_finishes() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    assert_rebooting(&c, &appliance_upgrade(&c, &served, Some(&pkg), &[]));
+    // The cell comes up slowly after the boot: the continuation waits for its health.
+    c.sim(&["set", "startup_delay=10m"]);
+    play_boot(&c);
+    let child = appliance_cmd(&c, &served)
+        .args(["--json", "maintain", "--continue", "--at-boot"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the health wait", || {
+        last_step(&c).is_some_and(|(s, st)| s == "health" && st == "started")
+    });
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_child(child);
+    assert_eq!(c.current().unwrap()["upgrade"]["stage"], "start");
+    c.sim(&["set", "startup_delay=0s"]);
+    // The boot unit is for runs recorded as rebooting; by hand, the continuation finishes.
+    let r = Run::from(
+        appliance_cmd(&c, &served)
+            .args(["--json", "maintain", "--continue"])
+            .output()
+            .unwrap(),
+    );
+    assert_continued(&c, &r);
 }
 
 /// `cellctl preflight` on an appliance, its JSON document.

@@ -74,6 +74,19 @@ pub fn create(cell: &CellDir) -> Result<()> {
     save(cell, &ApplianceState::default())
 }
 
+/// The host booted (under the cell lock): an installed update no longer waits for its reboot.
+pub fn booted(cell: &CellDir) -> Result<()> {
+    if !is_appliance(cell) {
+        return Ok(());
+    }
+    let mut a = load(cell)?;
+    if a.reboot_required {
+        a.reboot_required = false;
+        save(cell, &a)?;
+    }
+    Ok(())
+}
+
 /// What an update package offers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
@@ -331,6 +344,11 @@ fn install(inv: &Invocation, cmd: &Cmd, m: &Manifest) -> i32 {
             build: m.build.clone(),
         });
         a.reboot_required = true;
+        s.emit(
+            now,
+            "installed",
+            serde_json::json!({"version": m.version, "from": s.knobs.version, "by": "vamicli"}),
+        );
         s.knobs.version = m.version.clone();
         save(&inv.cell, &a)?;
         Ok(true)

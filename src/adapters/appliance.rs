@@ -30,6 +30,9 @@ pub enum ApplianceError {
     NotOffered(String),
     #[error("{0}")]
     Setup(String),
+    /// After the update (and its reboot) the installed version is not the package's.
+    #[error("{0}")]
+    Version(String),
 }
 
 /// Unpacked bytes at most, whatever the archive claims: a corrupt or hostile archive must not

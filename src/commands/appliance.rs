@@ -3,22 +3,29 @@
 //! `vamicli update --repo file:///FOLDER`, and `vamicli update --check` must offer the
 //! package's version, newer than the installed one; after the drain `vamicli update --install
 //! latest --accepteula` runs in a transient unit (the install stage shared with Linux cells),
-//! the unpacked folder is removed once the installed version is verified, and the appliance is
-//! left stopped for the reboot the vendor requires.
+//! then (`upgrade`) the reboot the vendor requires, recorded before it is requested
+//! (`engine::reboot`, as `maintain --reboot`), and after the boot the continuation waits for the
+//! cell, checks its health and that the installed version is the package's, and only then
+//! removes the unpacked folder. `install` (which never starts the cell) removes the folder once
+//! the install's version is verified and leaves the reboot to the operator.
 
 use crate::adapters::appliance::{self as vami, ApplianceError};
 use crate::adapters::exec;
 use crate::adapters::install::UnitSpec;
-use crate::adapters::package::Package;
-use crate::config::{DrainSettings, Settings};
+use std::cmp::Ordering;
+
+use crate::adapters::package::{Package, compare_versions};
+use crate::config::{DrainSettings, RebootSettings, Settings};
 use crate::engine::context::Ctx;
+use crate::engine::preflight::installed_version;
+use crate::engine::reboot::{self, Reboot};
 use crate::engine::run::{Recorder, Run};
-use crate::engine::{drain, preflight, signals};
+use crate::engine::{drain, health, preflight, signals};
 use crate::error::Error;
 use crate::model::phase::{Event, Phase};
-use crate::model::stage::StageEvent;
+use crate::model::stage::{Stage, StageEvent};
 use crate::model::step::{ServiceState, Step, StepStatus};
-use crate::store::record::{ApplianceRecord, UpgradeRecord};
+use crate::store::record::{ApplianceRecord, BootIds, UpgradeRecord};
 
 /// The appliance part of a new run's record: its own folder in the unpack dir, named by the run.
 pub(crate) fn new_record(s: &Settings, run_id: &str) -> ApplianceRecord {
@@ -28,6 +35,7 @@ pub(crate) fn new_record(s: &Settings, run_id: &str) -> ApplianceRecord {
         folder,
         offered: None,
         folder_removed: false,
+        boot: BootIds::default(),
     }
 }
 
@@ -177,6 +185,71 @@ pub(crate) fn install_spec(s: &Settings, unit: &str, pkg: &Package) -> UnitSpec 
         env: vec![],
         timeout: s.install.timeout,
     }
+}
+
+/// What an operator runs to go on with an appliance's upgrade after (or without) its reboot;
+/// `cellctl-continue.service` runs the first at boot.
+const CONTINUE: &str = "`cellctl maintain --continue` (or `cellctl upgrade`)";
+
+fn boot_ids(run: &mut Run) -> &mut BootIds {
+    &mut appl_mut(run).boot
+}
+
+/// Stage reboot/rebooting (`engine::reboot`, the code `maintain --reboot` uses): true when a
+/// new boot was seen (the run goes on), false when the reboot was requested (this process
+/// ends, the run recorded as rebooting).
+pub(crate) async fn reboot_stage(ctx: &Ctx<'_>, run: &mut Run, r: &RebootSettings) -> Result<bool, Error> {
+    let before = up(run).stage == Stage::Rebooting;
+    match reboot::reboot_or_booted(ctx, run, r, boot_ids, before, CONTINUE).await? {
+        Reboot::Booted => {
+            run.stage_event(StageEvent::Booted)?;
+            Ok(true)
+        }
+        Reboot::Requested => {
+            run.stage_event(StageEvent::RebootRequested)?;
+            Ok(false)
+        }
+    }
+}
+
+/// Stage start of an appliance's upgrade, after the boot: wait (with a deadline) for the
+/// service manager to bring the cell's service up, start it if it did not and wait until the
+/// cell is healthy, check that the installed version is the package's, and only then remove
+/// the unpacked folder.
+pub(crate) async fn after_boot(
+    ctx: &Ctx<'_>,
+    run: &mut Run,
+    r: &RebootSettings,
+    health_deadline: std::time::Duration,
+) -> Result<(), Error> {
+    reboot::wait_for_service(ctx, run, r.service_wait, CONTINUE).await?;
+    health::start_and_wait(run, &ctx.tool, &ctx.service, ctx.s, health_deadline, ctx.sig.clone()).await?;
+    verify_version(ctx.s, run).await?;
+    remove_folder(run)?;
+    run.stage_event(StageEvent::Started)
+}
+
+/// Step verify_version: after the boot the installed version must be the package's.
+async fn verify_version(s: &Settings, run: &mut Run) -> Result<(), Error> {
+    let idx = run.begin(Step::VerifyVersion)?;
+    let now = installed_version(s).await;
+    let want = package(run).version.clone();
+    let same = matches!((&now, &want), (Some(n), Some(p)) if compare_versions(n, p) == Ordering::Equal);
+    if same {
+        let detail = format!(
+            "installed {} after the boot: the package's {}",
+            now.unwrap_or_default(),
+            want.unwrap_or_default()
+        );
+        return run.end(idx, StepStatus::Done, Some(detail));
+    }
+    let e = ApplianceError::Version(format!(
+        "after the boot the installed version is {}, not the package's {}: the update did not take; the unpacked update is kept in {} (`vamicli update --check` and the appliance's update log tell why)",
+        now.as_deref().unwrap_or("unreadable"),
+        want.as_deref().unwrap_or("unknown"),
+        appl(run).folder.display()
+    ));
+    Err(run.fail_step(idx, e.into()))
 }
 
 /// After the installed version was verified: the unpacked folder is no longer needed.

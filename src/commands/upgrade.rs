@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::adapters::install::{InstallError, UnitSpec};
 use crate::adapters::package::{self, Kind, Package, compare_versions};
 use crate::cli::PackageArgs;
-use crate::config::{DrainSettings, Settings};
+use crate::config::{DrainSettings, RebootSettings, Settings};
 use crate::engine::context::Ctx;
 use crate::engine::lifecycle::Procedure;
 use crate::engine::preflight::installed_version;
@@ -37,9 +37,11 @@ pub(crate) struct UpgradeOptions {
     pub db_upgrade: bool,
     /// Drain first (upgrade); None for `install`, which needs a stopped cell.
     pub drain: Option<DrainSettings>,
-    /// Start and health-check afterwards (upgrade).
+    /// Start and health-check afterwards (upgrade); an appliance reboots instead.
     pub start: bool,
     pub health_deadline: Duration,
+    /// How an appliance's upgrade reboots and waits after the boot.
+    pub reboot: RebootSettings,
 }
 
 pub(crate) struct Upgrade<'a>(pub &'a UpgradeOptions);
@@ -317,6 +319,14 @@ impl Procedure for Upgrade<'_> {
                 },
                 Stage::Install => install_stage(ctx, run, o, &tr).await,
                 Stage::DbUpgrade => db_stage(ctx, run, o, &tr).await,
+                Stage::Reboot | Stage::Rebooting => match appliance::reboot_stage(ctx, run, &o.reboot).await {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(()),
+                    Err(e) => Err(e),
+                },
+                Stage::Start if up(run).appliance.is_some() => {
+                    appliance::after_boot(ctx, run, &o.reboot, o.health_deadline).await
+                }
                 Stage::Start => start_stage(ctx, run, o).await,
             };
             if let Err(e) = r {
@@ -448,8 +458,11 @@ async fn install_stage(
         before.as_deref().unwrap_or("?"),
         after.as_deref().unwrap_or("?")
     );
-    // The version is verified: an appliance's unpacked update is no longer needed.
-    appliance::remove_folder(run)?;
+    // The version is verified: an appliance's unpacked update is no longer needed, unless a
+    // reboot follows (its folder goes once the version is seen again after the boot).
+    if !up(run).plan().reboots() {
+        appliance::remove_folder(run)?;
+    }
     run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", res.describe())))?;
     run.stage_event(StageEvent::Installed)
 }

@@ -3,7 +3,10 @@
 //! the database upgrade comes only after the install and only when asked, and the start only
 //! after both. An appliance update (`vamicli`) has three stages before the drain: unpack the
 //! package, set vamicli's repository, check that it offers the package's version; nothing of
-//! the cell is touched until the check passed.
+//! the cell is touched until the check passed. An appliance's `upgrade` reboots instead of
+//! starting: after the install (and the database upgrade) the reboot is recorded, then
+//! requested; the new boot leads to the start stage, which there waits for the cell, checks its
+//! health and the installed version.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,10 @@ pub enum Stage {
     Unpack,
     SetRepo,
     CheckUpdate,
+    /// Appliance `upgrade`: the reboot is decided (boot id recorded), not yet requested.
+    Reboot,
+    /// Appliance `upgrade`: the reboot was requested; the continuation after the boot goes on.
+    Rebooting,
 }
 
 impl Stage {
@@ -32,6 +39,8 @@ impl Stage {
             Stage::Unpack => "unpack",
             Stage::SetRepo => "set_repo",
             Stage::CheckUpdate => "check_update",
+            Stage::Reboot => "reboot",
+            Stage::Rebooting => "rebooting",
         }
     }
 
@@ -44,9 +53,16 @@ impl Stage {
             Stage::Drain => 3,
             Stage::Install => 4,
             Stage::DbUpgrade => 5,
-            Stage::Start => 6,
-            Stage::Done => 7,
+            Stage::Reboot => 6,
+            Stage::Rebooting => 7,
+            Stage::Start => 8,
+            Stage::Done => 9,
         }
+    }
+
+    /// Recorded as rebooting: the continuation at boot has work to do.
+    pub fn rebooting(self) -> bool {
+        matches!(self, Stage::Reboot | Stage::Rebooting)
     }
 
     /// Before the drain: nothing of the cell has been changed.
@@ -71,9 +87,16 @@ impl std::fmt::Display for Stage {
 pub struct Plan {
     pub db_upgrade: bool,
     pub start: bool,
-    /// An appliance update: the vamicli stages before the drain, and no start after (the
-    /// appliance must reboot).
+    /// An appliance update: the vamicli stages before the drain, and a reboot in place of the
+    /// start (`upgrade`; `install` neither starts nor reboots).
     pub appliance: bool,
+}
+
+impl Plan {
+    /// The run reboots the host after the install (an appliance's `upgrade`).
+    pub fn reboots(self) -> bool {
+        self.appliance && self.start
+    }
 }
 
 /// A stage finished (each names what completed).
@@ -90,6 +113,10 @@ pub enum StageEvent {
     RepoSet,
     /// Appliance: vamicli offers the package's version, newer than the installed one.
     UpdateOffered,
+    /// Appliance `upgrade`: the service manager accepted the reboot request.
+    RebootRequested,
+    /// Appliance `upgrade`: a new boot was seen (the boot id changed since the reboot was decided).
+    Booted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +134,8 @@ impl Stage {
         let after_install = |db_done: bool| {
             if plan.db_upgrade && !db_done {
                 S::DbUpgrade
+            } else if plan.reboots() {
+                S::Reboot
             } else if plan.start && !plan.appliance {
                 S::Start
             } else {
@@ -121,6 +150,10 @@ impl Stage {
             (S::Unpack, E::Unpacked) if plan.appliance => Ok(S::SetRepo),
             (S::SetRepo, E::RepoSet) if plan.appliance => Ok(S::CheckUpdate),
             (S::CheckUpdate, E::UpdateOffered) if plan.appliance => Ok(S::Drain),
+            // Requested again when a continuation finds the same boot: the reboot did not happen.
+            (S::Reboot | S::Rebooting, E::RebootRequested) if plan.reboots() => Ok(S::Rebooting),
+            // A process killed by the reboot may not have recorded its request: the new boot says it.
+            (S::Reboot | S::Rebooting, E::Booted) if plan.reboots() => Ok(S::Start),
             (stage, event) => Err(InvalidStage { stage, event }),
         }
     }
@@ -140,6 +173,8 @@ mod tests {
             Just(StageEvent::Unpacked),
             Just(StageEvent::RepoSet),
             Just(StageEvent::UpdateOffered),
+            Just(StageEvent::RebootRequested),
+            Just(StageEvent::Booted),
         ]
     }
 
@@ -175,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn an_appliance_checks_before_the_drain_and_ends_without_a_start() {
+    fn an_appliance_checks_before_the_drain_and_reboots_in_place_of_the_start() {
         let plan = Plan {
             db_upgrade: true,
             start: true,
@@ -188,11 +223,25 @@ mod tests {
             (StageEvent::UpdateOffered, Stage::Drain),
             (StageEvent::Drained, Stage::Install),
             (StageEvent::Installed, Stage::DbUpgrade),
-            (StageEvent::DbUpgraded, Stage::Done),
+            (StageEvent::DbUpgraded, Stage::Reboot),
+            (StageEvent::RebootRequested, Stage::Rebooting),
+            // The same boot at a continuation: requested again.
+            (StageEvent::RebootRequested, Stage::Rebooting),
+            (StageEvent::Booted, Stage::Start),
+            (StageEvent::Started, Stage::Done),
         ] {
             s = s.next(e, plan).unwrap();
             assert_eq!(s, want);
         }
+        // Killed by the reboot before its request was recorded: the new boot says it.
+        assert_eq!(Stage::Reboot.next(StageEvent::Booted, plan).unwrap(), Stage::Start);
+        // `install` on an appliance neither starts nor reboots.
+        let install = Plan { start: false, ..plan };
+        assert_eq!(
+            Stage::DbUpgrade.next(StageEvent::DbUpgraded, install).unwrap(),
+            Stage::Done
+        );
+        assert!(Stage::Reboot.next(StageEvent::RebootRequested, install).is_err());
         let linux = Plan {
             appliance: false,
             ..plan
@@ -206,8 +255,9 @@ mod tests {
         /// appliance's unpack, repository and check (only for an appliance, in that order,
         /// all before the drain), the database upgrade only when planned and after the
         /// install, the start only when planned and after the install (and the database
-        /// upgrade, when planned) and never on an appliance, and Done only once every planned
-        /// stage completed.
+        /// upgrade, when planned), on an appliance only after the reboot was requested or a new
+        /// boot seen, the reboot only on an appliance's upgrade, and Done only once every
+        /// planned stage completed.
         #[test]
         fn stages_follow_the_plan(
             db_upgrade in any::<bool>(),
@@ -220,7 +270,8 @@ mod tests {
             let mut completed = vec![];
             for e in events {
                 let Ok(n) = s.next(e, plan) else { continue };
-                prop_assert!(n.rank() > s.rank(), "{:?} -> {:?} went backwards", s, n);
+                let again = s == Stage::Rebooting && e == StageEvent::RebootRequested;
+                prop_assert!(n.rank() > s.rank() || (again && n == s), "{:?} -> {:?} went backwards", s, n);
                 completed.push(e);
                 let had = |e: StageEvent| completed.contains(&e);
                 if n.after_drain() {
@@ -235,15 +286,23 @@ mod tests {
                         prop_assert!(plan.db_upgrade);
                         prop_assert!(had(StageEvent::Installed));
                     }
-                    Stage::Start => {
-                        prop_assert!(plan.start && !appliance);
+                    Stage::Reboot | Stage::Rebooting => {
+                        prop_assert!(plan.reboots());
                         prop_assert!(had(StageEvent::Installed));
                         prop_assert_eq!(plan.db_upgrade, had(StageEvent::DbUpgraded));
+                        prop_assert_eq!(n == Stage::Rebooting, had(StageEvent::RebootRequested));
+                    }
+                    Stage::Start => {
+                        prop_assert!(plan.start);
+                        prop_assert!(had(StageEvent::Installed));
+                        prop_assert_eq!(plan.db_upgrade, had(StageEvent::DbUpgraded));
+                        prop_assert_eq!(appliance, had(StageEvent::Booted));
                     }
                     Stage::Done => {
                         prop_assert!(had(StageEvent::Installed));
                         prop_assert_eq!(plan.db_upgrade, had(StageEvent::DbUpgraded));
-                        prop_assert_eq!(plan.start && !appliance, had(StageEvent::Started));
+                        prop_assert_eq!(plan.start, had(StageEvent::Started));
+                        prop_assert_eq!(plan.reboots(), had(StageEvent::Booted));
                     }
                     Stage::Install => prop_assert_eq!(e, StageEvent::Drained),
                     Stage::Unpack => prop_assert!(false, "nothing returns to the unpack"),

@@ -36,6 +36,8 @@ pub enum Step {
     SetRepo,
     /// Appliance: `vamicli update --check` offers the package's version.
     CheckUpdate,
+    /// Appliance `upgrade`, after the boot: the installed version is the package's.
+    VerifyVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

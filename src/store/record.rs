@@ -89,6 +89,14 @@ pub struct MaintainRecord {
     /// Why the run reboots (or why `--reboot-if-required` did not).
     #[serde(default)]
     pub reboot_reason: Option<String>,
+    /// The boot ids around its reboot.
+    #[serde(flatten)]
+    pub boot: BootIds,
+}
+
+/// The boot ids around a run's reboot (`engine::reboot`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BootIds {
     /// The boot id when the reboot was decided: a continuation that sees it again knows the
     /// reboot did not happen.
     #[serde(default)]
@@ -137,6 +145,9 @@ pub struct ApplianceRecord {
     /// The folder was removed (after the installed version was verified).
     #[serde(default)]
     pub folder_removed: bool,
+    /// The boot ids around the reboot that finishes the update (`upgrade`).
+    #[serde(flatten, default)]
+    pub boot: BootIds,
 }
 
 impl UpgradeRecord {
@@ -215,6 +226,12 @@ impl RunRecord {
                 s if s.rebooting() => "it is rebooting: after the boot `cellctl maintain --continue` finishes it (cellctl-continue.service does at boot)".to_string(),
                 s => format!("it has ended (stage {s}): `cellctl maintain --continue` archives it"),
             };
+        }
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.stage.rebooting()) {
+            return format!(
+                "the appliance is rebooting (stage {}): after the boot `cellctl maintain --continue` (cellctl-continue.service does at boot) or `cellctl {cmd}` finishes it",
+                up.stage
+            );
         }
         if let Some(up) = self.upgrade.as_ref().filter(|u| u.stage != Stage::Drain) {
             return format!("`cellctl {cmd}` continues it from stage {}", up.stage);
