@@ -26,7 +26,12 @@ pub fn update_package(c: &Cell, version: &str, extra: &[&str]) -> PathBuf {
         .arg("--appliance")
         .arg("--cell")
         .arg(&c.dir)
-        .args(["--version", version, "--install-time", "200ms"])
+        .args(["--version", version])
+        .args(if extra.contains(&"--install-time") {
+            &[][..]
+        } else {
+            &["--install-time", "200ms"][..]
+        })
         .args(extra)
         .arg(c.tmp.path().join("pkgs"))
         .output()
