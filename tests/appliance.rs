@@ -208,6 +208,40 @@ fn the_installed_version_is_checked_after_the_boot_and_the_folder_kept_when_it_i
     assert!(c.current().is_some(), "the run is kept");
 }
 
+#[test]
+fn install_on_a_stopped_appliance_neither_starts_nor_reboots() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    let ok = Command::new(c.dir.join("bin/systemctl"))
+        .args(["stop", "vmware-vcd"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let r = Run::from(
+        appliance_cmd(&c, &served)
+            .args(["--json", "install"])
+            .arg(&pkg)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "installed", "{doc}");
+    assert_eq!(doc["cell_left"], "reboot_required", "{doc}");
+    let show = c.show();
+    assert_eq!(show["version"], NEW);
+    assert_eq!(show["service"], "stopped");
+    assert_eq!(show["appliance"]["reboot_required"], true);
+    assert_eq!(reboot_calls(&c), 0, "install leaves the reboot to the operator");
+    assert!(
+        folders(&unpack_dir(&c)).is_empty(),
+        "the folder goes once the version is verified"
+    );
+    assert!(c.current().is_none());
+}
+
 /// A refused appliance update changed nothing: no quiesce, no install, the old version running.
 fn assert_untouched(c: &Cell) {
     assert_eq!(c.calls_with(&["--quiesce", "true"]), 0);
