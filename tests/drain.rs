@@ -503,3 +503,42 @@ fn the_two_drained_sightings_are_spaced_in_time() {
         "sightings only {gap:?} apart (a confirming poll asked at once would be ~1 s)"
     );
 }
+
+#[test]
+fn without_the_api_the_tool_is_polled_at_the_manual_procedures_pace() {
+    // Issue 17: with no task list to read (the API here is a closed port), a status call starts
+    // 10 s after the previous one ended, as the runbook's `sleep 10` loop would: not 10 s after
+    // it started (more JVM starts than the runbook), not 30 s (the pace meant for when the task
+    // list answers). The confirming call follows the first sighting at once (the tool takes the
+    // 2 s confirm interval to answer). The job outlives two polls, so the pace is seen twice.
+    let c = cell(&["--latency", "2s", "--jobs", "1", "--job-duration", "26s"]);
+    let r = c.run(&["--json", "drain"]);
+    r.assert_code(0);
+    let calls: Vec<(u64, u64)> = c
+        .invocations()
+        .iter()
+        .filter(|i| i["argv"].as_array().unwrap().iter().any(|a| a == "--status"))
+        .map(|i| (i["at_ms"].as_u64().unwrap(), i["ended_ms"].as_u64().unwrap()))
+        .collect();
+    // Preflight, two polls that see the job, the first sighting, the confirmation.
+    assert!(calls.len() >= 5, "{calls:?}");
+    let quiesced = c
+        .invocations()
+        .iter()
+        .find(|i| i["argv"].as_array().unwrap().iter().any(|a| a == "--quiesce"))
+        .map(|i| i["ended_ms"].as_u64().unwrap())
+        .unwrap();
+    let waiting: Vec<&(u64, u64)> = calls.iter().filter(|(at, _)| *at >= quiesced).collect();
+    let gaps: Vec<u64> = waiting.windows(2).map(|w| w[1].0.saturating_sub(w[0].1)).collect();
+    let (confirm, polls) = gaps.split_last().unwrap();
+    assert!(polls.len() >= 2, "gaps {gaps:?}");
+    for g in polls {
+        // At least the runbook's 10 s after the end (minus the simulator's stamping slack);
+        // far below the 28 s a 30 s pace would leave.
+        assert!(
+            (9_800..=16_000).contains(g),
+            "a poll {g} ms after the previous call ended: {gaps:?}"
+        );
+    }
+    assert!(*confirm < 1_500, "the confirming call waited {confirm} ms: {gaps:?}");
+}
