@@ -263,6 +263,7 @@ fn upgrade_options(
     package: Option<std::path::PathBuf>,
     pkg: cli::PackageArgs,
     file: &config::FileConfig,
+    reboot: config::RebootSettings,
 ) -> UpgradeOptions {
     UpgradeOptions {
         command,
@@ -275,6 +276,7 @@ fn upgrade_options(
         drain: None,
         start: false,
         health_deadline: std::time::Duration::ZERO,
+        reboot,
     }
 }
 
@@ -302,9 +304,14 @@ async fn run_command(
             execute(settings, &commands::db_upgrade::DbUpgrade(&o), sig).await
         }
         Command::Install(a) => {
+            // `install` never reboots: the settings are there for the options' sake.
+            let reboot = match config::resolve_reboot(&cli::RebootArgs::default(), file, path) {
+                Ok(r) => r,
+                Err(e) => return fail(e.into()),
+            };
             let o = UpgradeOptions {
                 health_deadline: settings.health_deadline,
-                ..upgrade_options(CommandName::Install, a.package, a.pkg, file)
+                ..upgrade_options(CommandName::Install, a.package, a.pkg, file, reboot)
             };
             execute(settings, &Upgrade(&o), sig).await
         }
@@ -321,9 +328,12 @@ async fn run_command(
                     "upgrade needs the cell shut down: --no-shutdown does not apply".into(),
                 ));
             }
-            let mut d = match config::resolve_drain(&a.drain, file, path) {
-                Ok(d) => d,
-                Err(e) => return fail(e.into()),
+            let (mut d, reboot) = match (
+                config::resolve_drain(&a.drain, file, path),
+                config::resolve_reboot(&a.reboot_with, file, path),
+            ) {
+                (Ok(d), Ok(r)) => (d, r),
+                (Err(e), _) | (_, Err(e)) => return fail(e.into()),
             };
             d.shutdown = true;
             if a.start
@@ -338,7 +348,7 @@ async fn run_command(
                 drain: Some(d),
                 start: true,
                 health_deadline: a.start.health_deadline.map_or(settings.health_deadline, Into::into),
-                ..upgrade_options(CommandName::Upgrade, a.package, a.pkg, file)
+                ..upgrade_options(CommandName::Upgrade, a.package, a.pkg, file, reboot)
             };
             execute(settings, &Upgrade(&o), sig).await
         }
@@ -356,7 +366,7 @@ async fn maintain(
     path: Option<&std::path::Path>,
     sig: SignalWatch,
 ) -> (Report, Result<(), Error>) {
-    use crate::commands::maintain::{Maintain, MaintainOptions, nothing_to_continue};
+    use crate::commands::maintain::{Continuation, Maintain, MaintainOptions, continuation};
     use crate::model::maintain::RebootPolicy;
     let fail = |e: Error| (Report::failed(CommandName::Maintain, &e), Err(e));
     if a.drain.no_shutdown {
@@ -382,14 +392,31 @@ async fn maintain(
     };
     d.shutdown = true;
     if a.continue_run {
-        match nothing_to_continue(settings, a.at_boot) {
-            Ok(Some(why)) => {
+        match continuation(settings, a.at_boot) {
+            Ok(Continuation::Nothing(why)) => {
                 let mut rep = Report::new(CommandName::Maintain);
                 rep.outcome = crate::model::outcome::Outcome::NothingToContinue;
                 tracing::debug!("{why}");
                 return (rep, Ok(()));
             }
-            Ok(None) => {}
+            Ok(Continuation::Maintain) => {}
+            Ok(Continuation::Appliance {
+                command,
+                db_upgrade,
+                start,
+            }) => {
+                // One continuation after the boot: an appliance's upgrade goes on in its own
+                // procedure, from its recorded stage (its package is in the record).
+                let o = UpgradeOptions {
+                    package: None,
+                    db_upgrade,
+                    drain: Some(d),
+                    start,
+                    health_deadline,
+                    ..upgrade_options(command, None, cli::PackageArgs::default(), file, m.reboot)
+                };
+                return execute(settings, &Upgrade(&o), sig).await;
+            }
             Err(e) => return fail(e),
         }
     }

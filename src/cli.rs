@@ -140,10 +140,19 @@ pub struct GlobalArgs {
     /// Command printing the installed VCD version [default: rpm -q ... vmware-vcloud-director-distribution]
     #[arg(long, global = true, env = "CELLCTL_VERSION_COMMAND", value_name = "CMD")]
     pub version_command: Option<String>,
-    /// Where the installer unpacks; its free space is checked before an install [default: /tmp]
+    /// What this cell is: `linux` (the .bin installer) or `appliance` (updated through vamicli)
+    /// [default: appliance when vamicli is found, else linux]
+    #[arg(long, global = true, env = "CELLCTL_CELL_KIND", value_name = "KIND", value_parser = ["linux", "appliance"])]
+    pub cell_kind: Option<String>,
+    /// The appliance's vamicli [default: vamicli on PATH]
+    #[arg(long, global = true, env = "CELLCTL_VAMICLI", value_name = "PATH")]
+    pub vamicli: Option<PathBuf>,
+    /// Where the installer unpacks (an appliance's update goes into a fresh folder of its own
+    /// there); its free space is checked before an install [default: /tmp]
     #[arg(long, global = true, env = "CELLCTL_UNPACK_DIR", value_name = "DIR")]
     pub unpack_dir: Option<PathBuf>,
-    /// Free space needed in the unpack dir, e.g. 4GiB [default: 3 × the package's size]
+    /// Free space needed in the unpack dir, e.g. 4GiB [default: 3 × the package's size; an
+    /// appliance update: its unpacked size plus a tenth]
     #[arg(long, global = true, env = "CELLCTL_MIN_FREE", value_name = "SIZE")]
     pub min_free: Option<String>,
     /// The cell's health URL [default: https://<hostname>/cloud/server_status]
@@ -413,6 +422,23 @@ pub struct UpgradeArgs {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub start: StartArgs,
+    /// An appliance reboots after its update; the continuation after the boot finishes it
+    #[command(flatten)]
+    pub reboot_with: RebootArgs,
+}
+
+/// How the host is rebooted and its boot told (`maintain --reboot`, an appliance's upgrade).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RebootArgs {
+    /// The reboot command [default: [maintain] reboot_command, else systemctl reboot]
+    #[arg(long, env = "CELLCTL_REBOOT_COMMAND", value_name = "CMD")]
+    pub reboot_command: Option<String>,
+    /// The boot id file [default: /proc/sys/kernel/random/boot_id]
+    #[arg(long, env = "CELLCTL_BOOT_ID_FILE", value_name = "FILE")]
+    pub boot_id_file: Option<PathBuf>,
+    /// After a reboot: how long to wait for the cell's service to come up before starting it [default: 5m]
+    #[arg(long, env = "CELLCTL_SERVICE_WAIT", value_name = "DUR")]
+    pub service_wait: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -431,12 +457,8 @@ pub struct MaintainArgs {
     /// With --continue: do nothing (exit 0) unless a run is recorded as rebooting (for the boot unit)
     #[arg(long, requires = "continue_run")]
     pub at_boot: bool,
-    /// The reboot command [default: [maintain] reboot_command, else systemctl reboot]
-    #[arg(long, env = "CELLCTL_REBOOT_COMMAND", value_name = "CMD")]
-    pub reboot_command: Option<String>,
-    /// The boot id file [default: /proc/sys/kernel/random/boot_id]
-    #[arg(long, env = "CELLCTL_BOOT_ID_FILE", value_name = "FILE")]
-    pub boot_id_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub reboot_with: RebootArgs,
     /// A file whose presence means a reboot is required (repeatable) [default: /run/reboot-required, /var/run/reboot-required]
     #[arg(
         long = "reboot-required-file",
@@ -448,9 +470,6 @@ pub struct MaintainArgs {
     /// Command that exits 1 when a reboot is required, used only where present; "" for none [default: needs-restarting -r]
     #[arg(long, env = "CELLCTL_NEEDS_RESTARTING", value_name = "CMD")]
     pub needs_restarting: Option<String>,
-    /// After a reboot: how long to wait for the cell's service to come up before starting it [default: 5m]
-    #[arg(long, env = "CELLCTL_SERVICE_WAIT", value_name = "DUR")]
-    pub service_wait: Option<humantime::Duration>,
     #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::adapters::api::GuardRefusal;
+use crate::adapters::appliance::ApplianceError;
 use crate::adapters::credentials::CredentialError;
 use crate::adapters::health::HealthError;
 use crate::adapters::install::InstallError;
@@ -77,6 +78,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Package(#[from] PackageError),
+    #[error("appliance: {0}")]
+    Appliance(#[from] ApplianceError),
     #[error(transparent)]
     Install(#[from] InstallError),
     #[error("database upgrade: {0}")]
@@ -124,6 +127,9 @@ impl Error {
             Error::Conflict(_) => code::CONFLICT,
             Error::Interrupted { signal, .. } => 128 + signal,
             Error::Package(_) => code::PACKAGE,
+            Error::Appliance(ApplianceError::Unpack { .. } | ApplianceError::NotOffered(_)) => code::PACKAGE,
+            Error::Appliance(ApplianceError::Vamicli { .. } | ApplianceError::Version(_)) => code::INSTALL,
+            Error::Appliance(ApplianceError::Setup(_)) => code::PRECHECK,
             // A unit whose result could not be written: the state dir's fault, not the program's.
             Error::Install(e) | Error::DbUpgrade(e) | Error::Maintenance(e) if e.is_state_dir() => code::STATE,
             Error::Maintenance(_) => code::MAINTENANCE_COMMAND,

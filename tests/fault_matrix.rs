@@ -11,7 +11,12 @@
 //! because of a bug reported in cellctl are listed in `KNOWN_BUGS` (shown as `FAIL (bug N)`): they
 //! still fail the test.
 //!
-//! `FAULT_MATRIX_ONLY=substring` runs only the cells whose label contains it (e.g. `upgrade × SIGTERM`);
+//! The appliance column (issue 16, at the end of this file) runs the appliance upgrade's own
+//! steps (unpack, the vamicli calls, the install through vamicli, the reboot, after the boot)
+//! against the faults that apply there; its labels start with `appliance ×`.
+//!
+//! `FAULT_MATRIX_ONLY=substring` runs only the cells whose label contains it (e.g. `upgrade × SIGTERM`,
+//! `appliance`);
 //! a filter that selects no cell fails the test. `FAULT_MATRIX_JOBS=N` sets how many cells run at
 //! once (default: one per two cores, at least one: the injection windows are timed, and a loaded
 //! machine stretches them). A cell whose fault cannot be injected on this machine (`n/a`) fails
@@ -37,6 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use common::appliance::{APPLIANCE_NEW, APPLIANCE_OLD};
 use common::*;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -438,7 +444,7 @@ fn label(cmd: Cmd, fault: Fault, step: Step) -> String {
     format!("{} × {} @ {}", cmd.name(), fault.name(), step.name())
 }
 
-fn render(results: &[CellResult], env: &Env, elapsed: Duration, jobs: usize) -> String {
+fn render(results: &[CellResult], appliance: &[AResult], env: &Env, elapsed: Duration, jobs: usize) -> String {
     let mut out = String::new();
     out.push_str("FAULT MATRIX (issue 8): each fault injected at each step of `cellctl drain` and `cellctl upgrade`\n");
     out.push_str(
@@ -476,14 +482,24 @@ fn render(results: &[CellResult], env: &Env, elapsed: Duration, jobs: usize) -> 
             out.push('\n');
         }
     }
+    out.push_str(&render_appliance(appliance));
     out.push('\n');
-    out.push_str(&summary_line(results));
+    out.push_str(&summary_line(
+        results
+            .iter()
+            .map(|r| &r.verdict)
+            .chain(appliance.iter().map(|r| &r.verdict)),
+    ));
     out.push_str(&format!(
         "; {} not applicable; {:.1}s wall time, {} cells at a time\n",
         results
             .iter()
             .filter(|r| matches!(r.verdict, Verdict::NotApplicable(_)))
-            .count(),
+            .count()
+            + appliance
+                .iter()
+                .filter(|r| matches!(r.verdict, Verdict::NotApplicable(_)))
+                .count(),
         elapsed.as_secs_f64(),
         jobs
     ));
@@ -604,8 +620,9 @@ fn render(results: &[CellResult], env: &Env, elapsed: Duration, jobs: usize) -> 
 }
 
 /// `fault matrix: N passed, F failed, U unavailable`, the line `.ci/run` checks (F and U must be 0).
-fn summary_line(results: &[CellResult]) -> String {
-    let count = |f: &dyn Fn(&Verdict) -> bool| results.iter().filter(|r| f(&r.verdict)).count();
+fn summary_line<'a>(verdicts: impl Iterator<Item = &'a Verdict>) -> String {
+    let verdicts: Vec<&Verdict> = verdicts.collect();
+    let count = |f: &dyn Fn(&Verdict) -> bool| verdicts.iter().filter(|v| f(v)).count();
     format!(
         "fault matrix: {} passed, {} failed, {} unavailable",
         count(&|v| matches!(v, Verdict::Pass { .. })),
@@ -639,18 +656,26 @@ fn fault_matrix() {
             }
         }
     }
+    // The appliance column first: its cells are the slowest (a reboot and a boot each).
+    let a_cells = appliance_cells(&only);
     assert!(
-        !cells.is_empty(),
+        !cells.is_empty() || !a_cells.is_empty(),
         "FAULT_MATRIX_ONLY={only:?} selects no cell of the fault matrix: nothing would be checked"
     );
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());
+    let a_results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&(cmd, fault, step)) = cells.get(i) else {
+                    if let Some(&(fault, step)) = a_cells.get(i) {
+                        let r = run_appliance_cell(fault, step, &env);
+                        a_results.lock().unwrap().push(r);
+                        continue;
+                    }
+                    let Some(&(cmd, fault, step)) = cells.get(i - a_cells.len()) else {
                         break;
                     };
                     let r = run_cell(cmd, fault, step, &env);
@@ -660,7 +685,8 @@ fn fault_matrix() {
         }
     });
     let results = results.into_inner().unwrap();
-    let text = render(&results, &env, t0.elapsed(), jobs);
+    let a_results = a_results.into_inner().unwrap();
+    let text = render(&results, &a_results, &env, t0.elapsed(), jobs);
     eprintln!("\n{text}");
     let path = target_dir().join("fault-matrix.txt");
     if let Err(e) = std::fs::write(&path, &text) {
@@ -672,6 +698,12 @@ fn fault_matrix() {
         .iter()
         .filter(|r| matches!(r.verdict, Verdict::Fail { .. }))
         .map(|r| label(r.cmd, r.fault, r.step))
+        .chain(
+            a_results
+                .iter()
+                .filter(|r| matches!(r.verdict, Verdict::Fail { .. }))
+                .map(|r| a_label(r.fault, r.step)),
+        )
         .collect();
     assert!(
         failed.is_empty(),
@@ -685,6 +717,10 @@ fn fault_matrix() {
             Verdict::Unavailable(why) => Some(format!("{} ({why})", label(r.cmd, r.fault, r.step))),
             _ => None,
         })
+        .chain(a_results.iter().filter_map(|r| match &r.verdict {
+            Verdict::Unavailable(why) => Some(format!("{} ({why})", a_label(r.fault, r.step))),
+            _ => None,
+        }))
         .collect();
     assert!(
         unavailable.is_empty() || allow_unavailable(),
@@ -2699,4 +2735,590 @@ fn serve_one(conn: std::net::TcpStream, bodies: &Mutex<Vec<String>>) {
     bodies.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
     let mut w = conn;
     let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The appliance column (issue 16): the appliance upgrade's own steps × the faults that apply
+// ---------------------------------------------------------------------------------------------
+//
+// The drain steps an appliance shares with a Linux cell are the upgrade column's. Here: the
+// unpack, the two vamicli calls before the drain, the install through vamicli in its unit, the
+// reboot (between its request and the boot) and the continuation after the boot. Each cell
+// checks the documented exit code and `cell_left`, whether the run is kept, what the simulator
+// shows, that no password leaked, then the documented recovery, the boot the test plays and the
+// shipped unit's continuation, and that the appliance ends updated once (from the simulator's
+// timeline: installed, reboot, boot, up; no start of the service before the boot).
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AStep {
+    Unpack,
+    SetRepo,
+    CheckUpdate,
+    Install,
+    Reboot,
+    AfterBoot,
+}
+
+const A_STEPS: &[AStep] = &[
+    AStep::Unpack,
+    AStep::SetRepo,
+    AStep::CheckUpdate,
+    AStep::Install,
+    AStep::Reboot,
+    AStep::AfterBoot,
+];
+
+impl AStep {
+    fn name(self) -> &'static str {
+        match self {
+            AStep::Unpack => "unpack",
+            AStep::SetRepo => "set_repo",
+            AStep::CheckUpdate => "check_update",
+            AStep::Install => "install",
+            AStep::Reboot => "reboot",
+            AStep::AfterBoot => "after boot",
+        }
+    }
+    /// The simulator's fault op of a vamicli step.
+    fn op(self) -> Option<&'static str> {
+        match self {
+            AStep::SetRepo => Some("vamicli-repo"),
+            AStep::CheckUpdate => Some("vamicli-check"),
+            AStep::Install => Some("vamicli-install"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AFault {
+    Kill9,
+    Sigterm,
+    ToolFail,
+    ToolHang,
+}
+
+const A_FAULTS: &[AFault] = &[AFault::Kill9, AFault::Sigterm, AFault::ToolFail, AFault::ToolHang];
+
+impl AFault {
+    fn name(self) -> &'static str {
+        match self {
+            AFault::Kill9 => "kill -9 + rerun",
+            AFault::Sigterm => "SIGTERM",
+            AFault::ToolFail => "vamicli fail",
+            AFault::ToolHang => "vamicli hang",
+        }
+    }
+}
+
+/// After the faulty run, what recovers it (then the boot and the continuation, when the run
+/// ends rebooting).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ARecovery {
+    /// `cellctl upgrade` again (with the package when the run was not kept).
+    Rerun,
+    /// `cellctl upgrade --retry-install`: a failed install is not retried silently.
+    RetryInstall,
+    /// The reboot happened: the boot, then the unit's `maintain --continue --at-boot`.
+    Boot,
+    /// `cellctl maintain --continue` by hand (the boot unit continues only runs recorded as
+    /// rebooting).
+    Continue,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AExpect {
+    /// None: killed.
+    code: Option<i32>,
+    left: &'static str,
+    kept: bool,
+    recovery: ARecovery,
+}
+
+const NA_NOT_VAMICLI: &str = "vamicli fail/hang at unpack, reboot and after boot: no vamicli call there (the unpack is cellctl's own, the reboot the service manager's, after the boot the health checks of the upgrade column)";
+
+fn a_expect(fault: AFault, step: AStep) -> Result<AExpect, &'static str> {
+    use AFault::*;
+    use AStep::*;
+    let e = |code: Option<i32>, left: &'static str, kept: bool, recovery: ARecovery| {
+        Ok(AExpect {
+            code,
+            left,
+            kept,
+            recovery,
+        })
+    };
+    match (fault, step) {
+        (ToolFail | ToolHang, Unpack | Reboot | AfterBoot) => Err(NA_NOT_VAMICLI),
+        // Before the drain nothing of the cell changed: the run ends, its folder removed.
+        (ToolFail | ToolHang, SetRepo | CheckUpdate) => e(Some(21), "unchanged", false, ARecovery::Rerun),
+        (Sigterm, Unpack | SetRepo | CheckUpdate) => e(Some(143), "unchanged", false, ARecovery::Rerun),
+        (ToolFail | ToolHang, Install) => e(Some(21), "shut_down", true, ARecovery::RetryInstall),
+        // The unit runs on; a rerun picks up its result.
+        (Sigterm, Install) => e(Some(143), "shut_down", true, ARecovery::Rerun),
+        // The request is not abandoned half-asked (the reboot's own SIGTERM comes exactly
+        // then): it is made, and the run ends as it would have, rebooting (exit 0); the
+        // continuation after the boot finishes it.
+        (Sigterm, Reboot) => e(Some(0), "rebooting", true, ARecovery::Boot),
+        (Sigterm, AfterBoot) => e(Some(143), "changed", true, ARecovery::Continue),
+        (Kill9, Reboot) => e(None, "", true, ARecovery::Boot),
+        (Kill9, AfterBoot) => e(None, "", true, ARecovery::Continue),
+        (Kill9, _) => e(None, "", true, ARecovery::Rerun),
+    }
+}
+
+fn a_label(fault: AFault, step: AStep) -> String {
+    format!("appliance × {} @ {}", fault.name(), step.name())
+}
+
+struct AResult {
+    fault: AFault,
+    step: AStep,
+    verdict: Verdict,
+    secs: f64,
+}
+
+/// The appliance cells FAULT_MATRIX_ONLY selects.
+fn appliance_cells(only: &str) -> Vec<(AFault, AStep)> {
+    let mut cells = vec![];
+    for &f in A_FAULTS {
+        for &s in A_STEPS {
+            if a_label(f, s).contains(only) {
+                cells.push((f, s));
+            }
+        }
+    }
+    cells
+}
+
+fn run_appliance_cell(fault: AFault, step: AStep, env: &Env) -> AResult {
+    let t0 = Instant::now();
+    let verdict = match a_expect(fault, step) {
+        Err(why) => Verdict::NotApplicable(why),
+        Ok(_) if step == AStep::Install && fault == AFault::Sigterm && env.setsid.is_err() => {
+            Verdict::Unavailable(env.setsid.clone().unwrap_err())
+        }
+        Ok(exp) => {
+            let mut failures = vec![];
+            let mut shown = String::new();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                shown = appliance_cell_run(fault, step, exp, &mut failures);
+            }));
+            if let Err(p) = r {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(std::string::ToString::to_string))
+                    .unwrap_or_else(|| "panic".into());
+                failures.push(format!("panicked: {msg}"));
+            }
+            if failures.is_empty() {
+                Verdict::Pass { shown }
+            } else {
+                Verdict::Fail { shown, failures }
+            }
+        }
+    };
+    AResult {
+        fault,
+        step,
+        verdict,
+        secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// One appliance and everything a cell needs around it.
+struct ACell {
+    c: Cell,
+    served: Served,
+    pkg: PathBuf,
+    /// The reboot command's gate and pid file (SIGTERM at the reboot).
+    gate: PathBuf,
+    held_pid: PathBuf,
+}
+
+impl ACell {
+    fn new(step: AStep, fault: AFault) -> ACell {
+        let c = common::appliance::appliance_cell(&[]);
+        let served = c.serve();
+        let mut extra: Vec<&str> = vec![];
+        match step {
+            // 96 MiB of zeros: the in-process unpack takes long enough to be caught in flight.
+            AStep::Unpack => extra.extend(["--pad", "100663296"]),
+            // An install that runs long enough for a signal to find it in its unit.
+            AStep::Install if matches!(fault, AFault::Kill9 | AFault::Sigterm) => {
+                extra.extend(["--install-time", "3s"]);
+            }
+            _ => {}
+        }
+        let pkg = common::appliance::update_package(&c, APPLIANCE_NEW, &extra);
+        let bin = c.dir.join("bin");
+        // As a real transient unit, the install runs outside cellctl's process group (cellctl
+        // kills its child's group when a signal ends its wait; systemd's unit runs on).
+        std::fs::rename(bin.join("systemd-run"), bin.join("systemd-run.real")).unwrap();
+        write_executable(
+            &bin.join("systemd-run"),
+            &format!(
+                "#!/bin/sh\nexec setsid -w '{}' \"$@\"\n",
+                bin.join("systemd-run.real").display()
+            ),
+            0o755,
+        );
+        let gate = c.tmp.path().join("reboot-gate");
+        let held_pid = c.tmp.path().join("held-reboot.pid");
+        write_executable(
+            &c.tmp.path().join("held-reboot"),
+            &format!(
+                "#!/bin/sh\necho $$ > '{}'\nwhile [ -f '{}' ]; do sleep 0.05; done\nexec '{}' reboot\n",
+                held_pid.display(),
+                gate.display(),
+                bin.join("systemctl").display()
+            ),
+            0o755,
+        );
+        ACell {
+            c,
+            served,
+            pkg,
+            gate,
+            held_pid,
+        }
+    }
+
+    /// cellctl wired for the appliance; `--tool-timeout 1s` for a hung vamicli call, `[install]
+    /// timeout 2s` for a hung install.
+    fn cmd(&self, fault: AFault, step: AStep) -> Command {
+        let mut cmd = common::appliance::appliance_cmd(&self.c, &self.served);
+        std::fs::write(
+            &self.c.config,
+            format!(
+                "[health]\ninterval = \"100ms\"\nrequest_timeout = \"2s\"\n[install]\ntimeout = \"{}\"\n",
+                if fault == AFault::ToolHang && step == AStep::Install {
+                    "2s"
+                } else {
+                    "60s"
+                }
+            ),
+        )
+        .unwrap();
+        if fault == AFault::ToolHang {
+            cmd.args(["--tool-timeout", "1s"]);
+        }
+        if step == AStep::Reboot && fault == AFault::Sigterm {
+            cmd.env("CELLCTL_REBOOT_COMMAND", self.c.tmp.path().join("held-reboot"));
+        }
+        cmd
+    }
+
+    fn last_step(&self) -> Option<(String, String)> {
+        let rec = self.c.current()?;
+        let s = rec["steps"].as_array()?.last()?.clone();
+        Some((s["step"].as_str()?.to_string(), s["status"].as_str()?.to_string()))
+    }
+
+    fn hung_vamicli(&self, argv_word: &str) -> Option<i32> {
+        self.c
+            .invocations()
+            .iter()
+            .find(|i| {
+                i["tool"] == "vamicli"
+                    && i["exit_code"].is_null()
+                    && i["argv"].as_array().is_some_and(|a| a.iter().any(|w| w == argv_word))
+            })
+            .and_then(|i| i["pid"].as_i64())
+            .and_then(|p| i32::try_from(p).ok())
+    }
+}
+
+/// The vamicli argv word of a step (`--repo`, `--check`, `--install`).
+fn a_word(step: AStep) -> &'static str {
+    match step {
+        AStep::SetRepo => "--repo",
+        AStep::CheckUpdate => "--check",
+        _ => "--install",
+    }
+}
+
+/// Wait (bounded) until `cond`; false when it never held.
+fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// The faulty run of one cell: what it printed (None: killed), the hung vamicli to reap.
+fn a_fault_run(x: &ACell, fault: AFault, step: AStep, failures: &mut Vec<String>) -> (Option<Run>, Option<i32>) {
+    use AFault::*;
+    use AStep::*;
+    let c = &x.c;
+    if let Some(op) = step.op() {
+        match fault {
+            ToolFail => drop(c.sim(&["fault", "crash", "--op", op, "--times", "1"])),
+            ToolHang => drop(c.sim(&["fault", "hang", "--op", op, "--times", "1"])),
+            // A signal at a vamicli call before the drain: the call hangs until the signal.
+            Kill9 | Sigterm if step != Install => drop(c.sim(&["fault", "hang", "--op", op, "--times", "1"])),
+            _ => {}
+        }
+    }
+    if (fault, step) == (Kill9, Reboot) {
+        c.sim(&["set", "reboot_kills=true"]);
+    }
+    if (fault, step) == (Sigterm, Reboot) {
+        std::fs::write(&x.gate, "").unwrap();
+    }
+    if step == AfterBoot {
+        // The first run ends rebooting; the continuation after the boot is the faulty one, the
+        // cell slow to come up so that it is found waiting for the cell's health.
+        let r = common::appliance::appliance_upgrade(c, &x.served, Some(&x.pkg), &[]);
+        if r.code != 0 {
+            failures.push(format!(
+                "the run before the boot exited {}: {}",
+                r.code,
+                last_lines(&r.stderr, 4)
+            ));
+        }
+        c.sim(&["set", "startup_delay=10m"]);
+        common::appliance::play_boot(c);
+    }
+    let mut cmd = x.cmd(fault, step);
+    if step == AfterBoot {
+        cmd.args(["--json", "maintain", "--continue", "--at-boot"]);
+    } else {
+        cmd.args(["--json", "upgrade", "--poll-interval", "100ms"]).arg(&x.pkg);
+    }
+    let mut p = Proc::spawn(&mut cmd);
+    if matches!(fault, ToolFail | ToolHang) {
+        return (p.finish(Duration::from_secs(90)).ok(), None);
+    }
+    if (fault, step) == (Kill9, Reboot) {
+        // Killed by the reboot itself (the sim's `systemctl reboot` SIGKILLs its caller).
+        match p.finish(Duration::from_secs(90)) {
+            Ok(r) if r.code == 128 + 9 => {}
+            Ok(r) => failures.push(format!("not killed by the reboot: exit {}", r.code)),
+            Err(e) => failures.push(e),
+        }
+        return (None, None);
+    }
+    // The trigger: the step held in flight.
+    let mut hung = None;
+    let hit = until(Duration::from_secs(60), || {
+        if p.exited() {
+            return true;
+        }
+        match step {
+            Unpack => x.last_step() == Some(("unpack".into(), "started".into())),
+            SetRepo | CheckUpdate => {
+                hung = x.hung_vamicli(a_word(step));
+                hung.is_some()
+            }
+            // The unit's wrapper has written its pid file: vamicli installs in its unit.
+            Install => std::fs::read_dir(c.state.join("units"))
+                .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pid"))),
+            Reboot => x.held_pid.exists(),
+            AfterBoot => x.last_step() == Some(("health".into(), "started".into())),
+        }
+    });
+    if !hit || p.exited() {
+        failures.push(format!("the step {} was never seen in flight", step.name()));
+    }
+    let sig = if fault == Kill9 {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), sig);
+    if (fault, step) == (Sigterm, Reboot) {
+        // The request goes on to the service manager after the signal.
+        let _ = std::fs::remove_file(&x.gate);
+    }
+    let run = p.finish(Duration::from_secs(60));
+    match (fault, run) {
+        (Kill9, _) => (None, hung),
+        (_, Ok(r)) => (Some(r), hung),
+        (_, Err(e)) => {
+            failures.push(e);
+            (None, hung)
+        }
+    }
+}
+
+/// One appliance cell: the faulty run, its checks, the recovery; returns what the matrix shows.
+fn appliance_cell_run(fault: AFault, step: AStep, exp: AExpect, failures: &mut Vec<String>) -> String {
+    let x = ACell::new(step, fault);
+    let c = &x.c;
+    let (run, hung) = a_fault_run(&x, fault, step, failures);
+    if let Some(pid) = hung {
+        if fault == AFault::Sigterm {
+            // A signal abandons the hung call: it must not outlive the run.
+            wait_gone(&[pid], Duration::from_secs(10));
+            if alive(pid) {
+                failures.push(format!("the hung vamicli {pid} outlived the interrupted run"));
+            }
+        }
+        // After kill -9 it lives on (as it would until a reboot): end it, as the host would.
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    match (&run, exp.code) {
+        (Some(r), Some(code)) => {
+            if r.code != code {
+                failures.push(format!(
+                    "exit {} (expected {code}); stderr: {}",
+                    r.code,
+                    last_lines(&r.stderr, 4)
+                ));
+            }
+            for form in password_forms() {
+                if r.stdout.contains(&form) || r.stderr.contains(&form) {
+                    failures.push("the password was printed".into());
+                }
+            }
+            match stdout_doc(r) {
+                Ok(doc) if doc["cell_left"] != exp.left => {
+                    failures.push(format!("cell_left {} (expected {})", doc["cell_left"], exp.left));
+                }
+                Ok(_) => {}
+                Err(e) => failures.push(e),
+            }
+        }
+        (None, None) => {}
+        (Some(r), None) => failures.push(format!("expected to be killed, exited {}", r.code)),
+        (None, Some(_)) => failures.push("no result of the faulty run".into()),
+    }
+    if c.current().is_some() != exp.kept {
+        failures.push(format!(
+            "the run is {}kept (expected {}kept)",
+            if exp.kept { "not " } else { "" },
+            if exp.kept { "" } else { "not " }
+        ));
+    }
+    let show = c.show();
+    if exp.left == "unchanged"
+        && !(show["service"] == "running"
+            && show["version"] == APPLIANCE_OLD
+            && show["quiesced"] == false
+            && common::appliance::folders(&common::appliance::unpack_dir(c)).is_empty())
+    {
+        failures.push(format!(
+            "cell_left unchanged, but the simulator shows {show} (or an unpacked folder is left)"
+        ));
+    }
+    if exp.left == "shut_down" && show["service"] != "stopped" {
+        failures.push(format!("cell_left shut_down, but the service is {}", show["service"]));
+    }
+    if exp.left == "rebooting" && show["rebooting"] != true {
+        failures.push(format!("cell_left rebooting, but the simulator shows {show}"));
+    }
+    a_recover(&x, exp.recovery, failures);
+    match exp.code {
+        Some(code) => code.to_string(),
+        None => "-9".into(),
+    }
+}
+
+/// The documented recovery, then the boot and the continuation if the run ends rebooting; the
+/// appliance must end updated once.
+fn a_recover(x: &ACell, recovery: ARecovery, failures: &mut Vec<String>) {
+    use common::appliance::{appliance_cmd, appliance_upgrade, continue_at_boot, play_boot};
+    let c = &x.c;
+    c.sim(&["fault", "clear"]);
+    c.sim(&["set", "reboot_kills=false", "startup_delay=0s"]);
+    let pkg = c.current().is_none().then_some(x.pkg.as_path());
+    let r = match recovery {
+        ARecovery::Rerun => appliance_upgrade(c, &x.served, pkg, &[]),
+        ARecovery::RetryInstall => appliance_upgrade(c, &x.served, None, &["--retry-install"]),
+        ARecovery::Boot => {
+            play_boot(c);
+            continue_at_boot(c, &x.served)
+        }
+        ARecovery::Continue => Run::from(
+            appliance_cmd(c, &x.served)
+                .args(["--json", "maintain", "--continue"])
+                .output()
+                .unwrap(),
+        ),
+    };
+    let doc = match stdout_doc(&r) {
+        Ok(d) => d,
+        Err(e) => return failures.push(format!("recovery {recovery:?}: {e}")),
+    };
+    let doc = if doc["outcome"] == "rebooting" {
+        play_boot(c);
+        let r = continue_at_boot(c, &x.served);
+        match stdout_doc(&r) {
+            Ok(d) => d,
+            Err(e) => return failures.push(format!("continuation after the boot: {e}")),
+        }
+    } else {
+        doc
+    };
+    if doc["outcome"] != "upgraded" || doc["exit_code"] != 0 {
+        return failures.push(format!(
+            "recovery {recovery:?} did not converge: outcome {}, exit {}, error {}",
+            doc["outcome"], doc["exit_code"], doc["error"]
+        ));
+    }
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| common::appliance::assert_appliance_updated(c))) {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "assertion".into());
+        failures.push(format!("after recovery: {msg}"));
+    }
+}
+
+fn render_appliance(results: &[AResult]) -> String {
+    let mut out = String::new();
+    if results.is_empty() {
+        return out;
+    }
+    let width = 16;
+    out.push_str(&format!("\n{:<22}", "appliance"));
+    for s in A_STEPS {
+        out.push_str(&format!("{:<width$}", s.name()));
+    }
+    out.push('\n');
+    for &fault in A_FAULTS {
+        out.push_str(&format!("{:<22}", fault.name()));
+        for &step in A_STEPS {
+            let shown = results
+                .iter()
+                .find(|r| r.fault == fault && r.step == step)
+                .map(|r| match &r.verdict {
+                    Verdict::Pass { shown } => format!("ok {shown}"),
+                    Verdict::Fail { shown, .. } => format!("FAIL {shown}"),
+                    Verdict::NotApplicable(_) => "-".into(),
+                    Verdict::Unavailable(_) => "n/a".into(),
+                })
+                .unwrap_or_default();
+            out.push_str(&format!("{shown:<width$}"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("  - {NA_NOT_VAMICLI}\n"));
+    out.push_str(
+        "  Injection: vamicli fail/hang = `cellsim fault crash|hang --op vamicli-repo|check|install --times 1` (--tool-timeout 1s, \
+         install: [install] timeout 2s); kill -9/SIGTERM at a vamicli call before the drain: while it hangs; at unpack: \
+         once the journal shows it started (a 96 MiB package); at install: while vamicli installs in its unit (3s); \
+         at reboot: kill -9 by the reboot itself (`reboot_kills`), SIGTERM while the reboot command is held; \
+         after boot: the continuation waiting for the cell's health. Recovery, then `cellsim boot` and \
+         `maintain --continue --at-boot`: one install, a reboot after it, a boot, the cell up, no run left.\n",
+    );
+    let failed: Vec<&AResult> = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Fail { .. }))
+        .collect();
+    for r in failed {
+        if let Verdict::Fail { failures, .. } = &r.verdict {
+            out.push_str(&format!("  {} ({:.1}s):\n", a_label(r.fault, r.step), r.secs));
+            for f in failures {
+                out.push_str(&format!("    - {f}\n"));
+            }
+        }
+    }
+    out
 }

@@ -48,7 +48,8 @@ pub fn boot(dir: &Path, service: bool) -> Result<()> {
     new_boot_id(&cell)?;
     cell.with_state(|s, now| {
         s.boot(now, service);
-        Ok(())
+        // An appliance's update is complete once it has rebooted.
+        crate::appliance::booted(&cell)
     })?;
     println!(
         "booted: boot id {}",

@@ -210,6 +210,34 @@ pub fn write_package(
     Ok(path)
 }
 
+/// `cellsim package --appliance`: the same checks of the version, build and cell as a `.bin`.
+pub fn write_appliance_package(
+    cell: &Path,
+    out_dir: &Path,
+    version: &str,
+    build: Option<String>,
+    offer: Option<&str>,
+    install_time: Duration,
+    pad: u64,
+) -> Result<PathBuf> {
+    check_version(version)?;
+    if let Some(v) = offer {
+        check_version(v)?;
+    }
+    let build = build.unwrap_or_else(|| default_build(version));
+    if build.is_empty() || !build.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Msg(format!("bad build `{build}`: digits only")));
+    }
+    let cell = cell.canonicalize().map_err(io_err(cell))?;
+    if !crate::appliance::is_appliance(&CellDir::new(&cell)) {
+        return Err(Error::Msg(format!(
+            "{}: not an appliance cell (create one with `cellsim create --appliance DIR`)",
+            cell.display()
+        )));
+    }
+    crate::appliance::write_package(out_dir, version, &build, offer, install_time, pad)
+}
+
 /// Single-quotes a word for /bin/sh.
 pub fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))

@@ -1,6 +1,7 @@
 //! cellsim: a simulated VMware Cloud Director cell. See README.md for the contract.
 
 mod api;
+mod appliance;
 mod boot;
 mod db;
 mod fleetlock;
@@ -68,9 +69,10 @@ enum Cmd {
         dir: PathBuf,
         #[arg(value_parser = fault_kinds())]
         kind: String,
-        /// Which tool calls: status, status-verbose, quiesce, shutdown, maintenance, any
+        /// Which tool calls: status, status-verbose, quiesce, shutdown, maintenance, any; on an
+        /// appliance also vamicli-repo, vamicli-check, vamicli-install (hang or crash)
         /// (API faults take none: they apply to every API call but /api/versions)
-        #[arg(long, value_parser = ["status", "status-verbose", "quiesce", "shutdown", "maintenance", "any"])]
+        #[arg(long, value_parser = ["status", "status-verbose", "quiesce", "shutdown", "maintenance", "any", "vamicli-repo", "vamicli-check", "vamicli-install"])]
         op: Option<String>,
         /// How many calls it affects (default: every call until cleared)
         #[arg(long)]
@@ -90,7 +92,9 @@ enum Cmd {
         #[arg(long)]
         no_service: bool,
     },
-    /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell; prints its path
+    /// Write a fake VMware installer (.bin, mode 0644) that upgrades the cell, or with
+    /// --appliance an appliance update (VMware_Cloud_Director_V-BUILD_update.tar.gz and its
+    /// .sha256); prints its path
     Package(PackageArgs),
     /// The group's timeline (GROUPDIR/timeline.jsonl, or DIR/sim/timeline.jsonl for a group of
     /// one) as JSON lines sorted by time, after bringing every cell of the group up to now
@@ -155,6 +159,16 @@ struct PackageArgs {
     /// How long the "installation" takes
     #[arg(long, default_value = "1s", value_name = "DUR")]
     install_time: String,
+    /// An appliance update package for `vamicli` (a .tar.gz with a manifest) instead of a .bin
+    #[arg(long)]
+    appliance: bool,
+    /// With --appliance: the version the manifest offers, when it should differ from --version
+    #[arg(long, value_name = "V", requires = "appliance")]
+    offer: Option<String>,
+    /// With --appliance: this many more bytes (zeros, compressed to almost nothing) in
+    /// package-pool/, so unpacking takes a while (a step a test can catch in flight)
+    #[arg(long, value_name = "BYTES", requires = "appliance", default_value_t = 0)]
+    pad: u64,
 }
 
 #[derive(Args)]
@@ -209,6 +223,9 @@ struct CreateArgs {
     /// Replace an existing cell in DIR
     #[arg(long)]
     force: bool,
+    /// A VCD appliance: also a `vamicli` stand-in in DIR/bin (update --repo/--check/--install)
+    #[arg(long)]
+    appliance: bool,
     /// Join the group of cells in GROUPDIR (made if missing): they list each other in the API
     /// and share its sessions and CA [default: a group of one]
     #[arg(long, value_name = "GROUPDIR")]
@@ -376,6 +393,19 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Invocations { dir, json } => invocations(&dir, json),
         Cmd::Boot { dir, no_service } => boot::boot(&dir, !no_service),
         Cmd::Timeline { dir, group } => timeline::print(dir.as_deref(), group.as_deref()),
+        Cmd::Package(args) if args.appliance => {
+            let path = install::write_appliance_package(
+                &args.cell,
+                &args.out_dir,
+                &args.version,
+                args.build,
+                args.offer.as_deref(),
+                model::parse_duration(&args.install_time)?,
+                args.pad,
+            )?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Cmd::Package(args) => {
             let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
             let path = install::write_package(
@@ -487,7 +517,15 @@ fn create(args: CreateArgs) -> Result<()> {
     fs::write(&log, "").map_err(io_err(&log))?;
 
     let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
-    for tool in tools::TOOLS {
+    let mut tools = tools::TOOLS.to_vec();
+    if args.appliance {
+        appliance::create(&cell)?;
+        tools.push(tools::VAMICLI);
+    } else {
+        let _ = fs::remove_file(cell.sim().join("appliance.json"));
+        let _ = fs::remove_file(cell.bin().join(tools::VAMICLI));
+    }
+    for tool in tools {
         let path = cell.bin().join(tool);
         let script = format!(
             "#!/bin/sh\n# The simulated {tool} of the cellsim cell in this directory.\nexec {} tool --cell {} {tool} \"$@\"\n",
@@ -575,6 +613,8 @@ struct ShowView<'a> {
     canceled_count: u64,
     canceled_jobs: Vec<CanceledJobView<'a>>,
     watchdog_restarts: u64,
+    /// The `vamicli` stand-in's state; null for a Linux cell.
+    appliance: Option<appliance::ApplianceState>,
     faults: &'a [Fault],
     knobs: &'a Knobs,
 }
@@ -640,6 +680,9 @@ fn show_view<'a>(dir: &Path, s: &'a State, now: u64) -> ShowView<'a> {
             })
             .collect(),
         watchdog_restarts: s.watchdog_restarts,
+        appliance: appliance::is_appliance(&CellDir::new(dir))
+            .then(|| appliance::load(&CellDir::new(dir)).ok())
+            .flatten(),
         faults: &s.faults,
         knobs: &s.knobs,
     }
@@ -692,6 +735,14 @@ fn show(dir: &Path, json: bool) -> Result<()> {
         }
     );
     println!("  database:    version {}", view.db_version.unwrap_or("unknown"));
+    if let Some(a) = &view.appliance {
+        println!(
+            "  appliance:   repo {}, {} update(s) installed{}",
+            a.repo.as_deref().unwrap_or("not set"),
+            a.installs.len(),
+            if a.reboot_required { ", reboot required" } else { "" }
+        );
+    }
     println!(
         "  quiesced:    {}",
         match &view.quiesced_at {

@@ -389,6 +389,12 @@ pub enum Op {
     Shutdown,
     Maintenance,
     Any,
+    /// `vamicli update --repo` (appliance cells).
+    VamicliRepo,
+    /// `vamicli update --check` and `vamicli version`.
+    VamicliCheck,
+    /// `vamicli update --install`.
+    VamicliInstall,
 }
 
 impl Op {
@@ -400,6 +406,9 @@ impl Op {
             "shutdown" => Op::Shutdown,
             "maintenance" => Op::Maintenance,
             "any" => Op::Any,
+            "vamicli-repo" => Op::VamicliRepo,
+            "vamicli-check" => Op::VamicliCheck,
+            "vamicli-install" => Op::VamicliInstall,
             _ => return None,
         })
     }
@@ -411,6 +420,9 @@ impl Op {
             Op::Shutdown => "shutdown",
             Op::Maintenance => "maintenance",
             Op::Any => "any",
+            Op::VamicliRepo => "vamicli-repo",
+            Op::VamicliCheck => "vamicli-check",
+            Op::VamicliInstall => "vamicli-install",
         }
     }
 }

@@ -23,6 +23,9 @@ pub const TOOLS: &[&str] = &[
     "upgrade",
 ];
 
+/// The appliance's update tool: a DIR/bin wrapper only for `create --appliance`.
+pub const VAMICLI: &str = "vamicli";
+
 /// The tool name the package scripts use (no wrapper in DIR/bin).
 pub const INSTALLER: &str = "installer";
 
@@ -201,6 +204,7 @@ pub fn run(dir: &Path, tool: &str, args: Vec<OsString>) -> i32 {
         "systemctl" => systemctl(&inv),
         "vcd-version" => install::vcd_version(&inv),
         "upgrade" => install::db_upgrade(&inv),
+        VAMICLI => crate::appliance::vamicli(&inv),
         INSTALLER => install::installer(&inv, &package),
         other => {
             eprintln!(

@@ -3,6 +3,7 @@
 //! the webhook, child processes. Depends on `model` and `store` only.
 
 pub(crate) mod api;
+pub(crate) mod appliance;
 pub(crate) mod credentials;
 pub(crate) mod exec;
 pub(crate) mod health;

@@ -64,6 +64,13 @@ pub fn kind_of(path: &Path, custom: bool) -> Option<Kind> {
     if custom {
         return Some(Kind::Custom);
     }
+    if path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with("_update.tar.gz"))
+    {
+        return Some(Kind::ApplianceUpdate);
+    }
     match path.extension().and_then(|e| e.to_str()) {
         Some("bin") => Some(Kind::VmwareBin),
         Some("rpm") => Some(Kind::Rpm),
@@ -72,8 +79,18 @@ pub fn kind_of(path: &Path, custom: bool) -> Option<Kind> {
     }
 }
 
-/// `vmware-vcloud-director-distribution-10.5.1-22914446.bin` → `10.5.1-22914446`.
+/// `vmware-vcloud-director-distribution-10.5.1-22914446.bin` → `10.5.1-22914446`;
+/// `VMware_Cloud_Director_10.6.0.1234-24135488_update.tar.gz` (or `VMware_vCloud_Director_…`)
+/// → `10.6.0.1234-24135488`.
 pub fn version_from_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if let Some(stem) = name.strip_suffix("_update.tar.gz") {
+        let rest = stem
+            .strip_prefix("VMware_Cloud_Director_")
+            .or_else(|| stem.strip_prefix("VMware_vCloud_Director_"))?;
+        rest.chars().next().filter(char::is_ascii_digit)?;
+        return Some(rest.to_string());
+    }
     let stem = path.file_stem()?.to_str()?;
     let rest = stem.strip_prefix("vmware-vcloud-director-distribution-")?;
     rest.chars().next().filter(char::is_ascii_digit)?;
@@ -124,7 +141,7 @@ pub fn verify(path: &Path, sha256: Option<&str>, custom_command: bool) -> Result
     }
     let kind = kind_of(path, custom_command).ok_or_else(|| {
         unusable(
-            "unknown package type: expected a VMware .bin installer, .rpm or .deb (or set [install] command)".into(),
+            "unknown package type: expected a VMware .bin installer, .rpm, .deb or an appliance's _update.tar.gz (or set [install] command)".into(),
         )
     })?;
     let expected = if let Some(s) = sha256 {
@@ -151,7 +168,7 @@ pub fn verify(path: &Path, sha256: Option<&str>, custom_command: bool) -> Result
         });
     }
     let version = match kind {
-        Kind::VmwareBin | Kind::Custom => version_from_name(path),
+        Kind::VmwareBin | Kind::Custom | Kind::ApplianceUpdate => version_from_name(path),
         Kind::Rpm | Kind::Deb => None,
     };
     Ok(Package {
@@ -250,6 +267,21 @@ mod tests {
                 .to_string()
                 .contains("not a regular file")
         );
+    }
+
+    #[test]
+    fn appliance_update_packages_are_told_by_name() {
+        let (_d, p, sum) = pkg("VMware_Cloud_Director_10.6.0-24135488_update.tar.gz", b"tgz", 0o644);
+        let ok = verify(&p, Some(&sum), false).unwrap();
+        assert_eq!(ok.kind, Kind::ApplianceUpdate);
+        assert_eq!(ok.version.as_deref(), Some("10.6.0-24135488"));
+        assert_eq!(
+            version_from_name(Path::new("VMware_vCloud_Director_9.5.0.3-11000000_update.tar.gz")).as_deref(),
+            Some("9.5.0.3-11000000")
+        );
+        assert_eq!(version_from_name(Path::new("something_update.tar.gz")), None);
+        // A configured command still wins.
+        assert_eq!(kind_of(&p, true), Some(Kind::Custom));
     }
 
     #[test]

@@ -117,6 +117,7 @@ impl Procedure for DbUpgrade<'_> {
             install_unit: String::new(),
             db_unit: Some(format!("cellctl-dbupgrade-{run_id}")),
             installer_tail: None,
+            appliance: None,
         });
         Ok(Some(rec))
     }

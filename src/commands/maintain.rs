@@ -11,6 +11,7 @@ use crate::adapters::install::UnitSpec;
 use crate::config::{DrainSettings, MaintainSettings, Settings};
 use crate::engine::context::Ctx;
 use crate::engine::lifecycle::Procedure;
+use crate::engine::reboot::{self, Reboot};
 use crate::engine::run::{Recorder, Run};
 use crate::engine::units::{self, NoWitness, Recovery, UnitStep};
 use crate::engine::{drain, health, preflight, signals};
@@ -19,11 +20,11 @@ use crate::model::machine::Transition;
 use crate::model::maintain::{MaintEvent, MaintStage, RebootPolicy};
 use crate::model::outcome::{CommandName, Outcome};
 use crate::model::phase::Phase;
-use crate::model::step::{Before, ServiceState, Step, StepStatus};
+use crate::model::step::{Before, Step, StepStatus};
 use crate::model::time::{new_run_id, unix_now};
 use crate::output::report::Report;
 use crate::store::journal::Journal;
-use crate::store::record::{MaintainRecord, RunRecord};
+use crate::store::record::{BootIds, MaintainRecord, RunRecord};
 
 /// What `maintain` was asked to do.
 #[derive(Debug, Clone)]
@@ -56,28 +57,59 @@ fn event(run: &mut Run, ev: MaintEvent) -> Result<(), Error> {
     run.apply(Transition::Maint(ev))
 }
 
-/// Why `maintain --continue` has nothing to do, before any lock, password or cell is touched:
-/// None when there is a run for it to take (or to refuse with its own words).
-pub(crate) fn nothing_to_continue(s: &Settings, at_boot: bool) -> Result<Option<String>, Error> {
+/// What `maintain --continue` continues.
+#[derive(Debug)]
+pub(crate) enum Continuation {
+    /// Nothing, and why (said before any lock, password or cell is touched).
+    Nothing(String),
+    /// The recorded run is this command's (or one it refuses with its own words).
+    Maintain,
+    /// An appliance's `upgrade` (or `install`) after its reboot: the same continuation finishes
+    /// it, through its own procedure.
+    Appliance {
+        command: CommandName,
+        db_upgrade: bool,
+        start: bool,
+    },
+}
+
+/// What `maintain --continue [--at-boot]` has to do: `--at-boot` (the boot unit, every boot)
+/// only continues a run recorded as rebooting.
+pub(crate) fn continuation(s: &Settings, at_boot: bool) -> Result<Continuation, Error> {
     if at_boot && !s.state_dir.exists() {
-        return Ok(Some("no run is recorded".into()));
+        return Ok(Continuation::Nothing("no run is recorded".into()));
     }
-    let rec = Journal::open(&s.state_dir)?.current()?;
-    Ok(match rec {
-        None => Some("no run is recorded".into()),
-        Some(r) => match &r.maintain {
-            Some(m) if at_boot && !m.stage.rebooting() => Some(format!(
-                "maintain run {} is at stage {}, not rebooting: nothing to do at boot; {}",
+    let Some(r) = Journal::open(&s.state_dir)?.current()? else {
+        return Ok(Continuation::Nothing("no run is recorded".into()));
+    };
+    if let Some(up) = r.upgrade.as_ref().filter(|u| u.appliance.is_some()) {
+        if at_boot && !up.stage.rebooting() {
+            return Ok(Continuation::Nothing(format!(
+                "appliance {} run {} is at stage {}, not rebooting: nothing to do at boot; {}",
+                r.command,
                 r.run_id,
-                m.stage,
+                up.stage,
                 r.advice()
-            )),
-            None if at_boot => Some(format!(
-                "a `{}` run ({}) is recorded, not a rebooting maintain run: nothing to do at boot",
-                r.command, r.run_id
-            )),
-            _ => None,
-        },
+            )));
+        }
+        return Ok(Continuation::Appliance {
+            command: r.command,
+            db_upgrade: up.db_upgrade,
+            start: up.start,
+        });
+    }
+    Ok(match &r.maintain {
+        Some(m) if at_boot && !m.stage.rebooting() => Continuation::Nothing(format!(
+            "maintain run {} is at stage {}, not rebooting: nothing to do at boot; {}",
+            r.run_id,
+            m.stage,
+            r.advice()
+        )),
+        None if at_boot => Continuation::Nothing(format!(
+            "a `{}` run ({}) is recorded, not a rebooting one: nothing to do at boot",
+            r.command, r.run_id
+        )),
+        _ => Continuation::Maintain,
     })
 }
 
@@ -136,8 +168,7 @@ impl Procedure for Maintain<'_> {
             result: None,
             output_tail: None,
             reboot_reason: None,
-            boot_id: None,
-            booted_id: None,
+            boot: BootIds::default(),
         });
         tracing::info!(command = %o.command.join(" "), reboot = ?o.reboot, "preflight passed");
         Ok(Some(rec))
@@ -333,73 +364,34 @@ async fn reboot_required(m: &MaintainSettings, timeout: Duration) -> (bool, Stri
     }
 }
 
-fn read_boot_id(m: &MaintainSettings) -> Result<String, Error> {
-    std::fs::read_to_string(&m.boot_id_file)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| {
-            Error::Reboot(format!(
-                "cannot read the boot id from {}: {e}; check --boot-id-file (CELLCTL_BOOT_ID_FILE, [maintain] boot_id_file)",
-                m.boot_id_file.display()
-            ))
-        })
+/// What an operator runs to go on with a `maintain` run.
+const CONTINUE: &str = "`cellctl maintain --continue`";
+
+fn boot_ids(run: &mut Run) -> &mut BootIds {
+    &mut maint_mut(run).boot
 }
 
-/// Stage reboot/rebooting: a new boot moves on to the start (true); else the boot id is
-/// recorded (first) and the reboot requested (false: this process ends, the run recorded as
-/// rebooting). The same boot id at a continuation means the reboot was not done: said, and
-/// requested again.
+/// Stage reboot/rebooting (`engine::reboot`): a new boot moves on to the start (true); else
+/// the reboot is requested (false: this process ends, the run recorded as rebooting).
 async fn reboot_stage(ctx: &Ctx<'_>, run: &mut Run, o: &MaintainOptions) -> Result<bool, Error> {
-    let now = read_boot_id(&o.m)?;
-    let stage = maint(run).stage;
-    match maint(run).boot_id.clone() {
-        Some(b) if b != now => {
-            tracing::info!("a new boot ({now}; the reboot was decided in boot {b}): continuing");
-            maint_mut(run).booted_id = Some(now);
+    let before = maint(run).stage == MaintStage::Rebooting;
+    match reboot::reboot_or_booted(ctx, run, &o.m.reboot, boot_ids, before, CONTINUE).await? {
+        Reboot::Booted => {
             event(run, MaintEvent::Booted)?;
-            return Ok(true);
+            Ok(true)
         }
-        Some(b) if stage == MaintStage::Rebooting => {
-            tracing::warn!(
-                "the reboot requested by run {} did not happen: this is still boot {b}; requesting it again",
-                run.rec.run_id
-            );
-        }
-        Some(_) => {}
-        None => {
-            maint_mut(run).boot_id = Some(now);
-            run.save()?;
+        Reboot::Requested => {
+            event(run, MaintEvent::RebootRequested)?;
+            Ok(false)
         }
     }
-    let idx = run.begin(Step::Reboot)?;
-    let cmd = o.m.reboot_command.join(" ");
-    tracing::info!("rebooting through the service manager: {cmd}");
-    let (prog, args) = o.m.reboot_command.split_first().expect("checked non-empty");
-    let r = match exec::run(Path::new(prog), args, ctx.s.tool_timeout).await {
-        Ok(out) if out.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "{} ({}): {}",
-            cmd,
-            out.describe_exit(),
-            units::last_lines(&out.stderr, 3)
-        )),
-        Err(e) => Err(format!("{cmd}: {e}")),
-    };
-    if let Err(why) = r {
-        let e = Error::Reboot(format!(
-            "the reboot could not be requested: {why}; the cell stays drained and shut down: fix it and rerun `cellctl maintain --continue`, or reboot yourself (the continuation finishes after the boot)"
-        ));
-        return Err(run.fail_step(idx, e));
-    }
-    run.end(idx, StepStatus::Done, Some(format!("`{cmd}` accepted")))?;
-    event(run, MaintEvent::RebootRequested)?;
-    Ok(false)
 }
 
 /// Start the cell and check its health; after a reboot, first wait (with a deadline) for the
 /// service manager to bring the cell's service up.
 async fn start_stage(ctx: &Ctx<'_>, run: &mut Run, o: &MaintainOptions) -> Result<(), Error> {
-    if maint(run).booted_id.is_some() && !run.step_done(Step::ContinueAfterBoot) {
-        wait_for_service(ctx, run, o.m.service_wait).await?;
+    if maint(run).boot.booted_id.is_some() {
+        reboot::wait_for_service(ctx, run, o.m.reboot.service_wait, CONTINUE).await?;
     }
     health::start_and_wait(run, &ctx.tool, &ctx.service, ctx.s, o.health_deadline, ctx.sig.clone()).await?;
     restore_maintenance(ctx, run).await?;
@@ -423,48 +415,5 @@ async fn restore_maintenance(ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> 
             Some("restored: the message was on before this run; the cell was seen healthy first".into()),
         ),
         Err(e) => Err(run.fail_step(idx, e.into())),
-    }
-}
-
-/// After the boot: wait for the cell's service to run; at the deadline go on (the start that
-/// follows starts it). A signal ends the wait.
-async fn wait_for_service(ctx: &Ctx<'_>, run: &mut Run, wait: Duration) -> Result<(), Error> {
-    let idx = run.begin(Step::ContinueAfterBoot)?;
-    let name = ctx.service.name.clone();
-    let began = tokio::time::Instant::now();
-    let until = began + wait;
-    let mut sig = ctx.sig.clone();
-    loop {
-        if preflight::service_state(&ctx.service).await.ok() == Some(ServiceState::Running) {
-            let took = humantime::format_duration(Duration::from_secs(began.elapsed().as_secs()));
-            return run.end(
-                idx,
-                StepStatus::Done,
-                Some(format!("service {name} running after the boot (waited {took})")),
-            );
-        }
-        if tokio::time::Instant::now() >= until {
-            let w = humantime::format_duration(wait);
-            tracing::warn!("service {name} did not start within {w} after the boot: starting it");
-            return run.end(
-                idx,
-                StepStatus::Done,
-                Some(format!(
-                    "service {name} not started by the service manager within {w}: cellctl starts it"
-                )),
-            );
-        }
-        tokio::select! {
-            biased;
-            s = sig.received() => {
-                let e = Error::Interrupted {
-                    signal: s,
-                    name: signals::name(s),
-                    state: "the cell's service was not yet seen after the boot: `cellctl maintain --continue` goes on".into(),
-                };
-                return Err(run.fail_step(idx, e));
-            }
-            () = tokio::time::sleep(Duration::from_secs(1).min(until.saturating_duration_since(tokio::time::Instant::now()))) => {}
-        }
     }
 }

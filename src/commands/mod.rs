@@ -1,6 +1,7 @@
 //! One module per command: each lists its steps on the engine (`crate::engine`) and nothing
 //! else. A new command that changes the cell is a `lifecycle::Procedure` here.
 
+pub(crate) mod appliance;
 pub(crate) mod db_upgrade;
 pub(crate) mod drain;
 pub(crate) mod lock;

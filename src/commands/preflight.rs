@@ -94,7 +94,11 @@ pub(crate) async fn preflight(s: &Settings, o: &PreflightOptions) -> (Report, Re
         ),
     }
     let pkg = package_checks(s, o, installed.as_deref(), &mut c, &mut rep);
-    space_check(s, pkg.as_ref(), &mut c);
+    let appliance = preflight::is_appliance(s);
+    space_check(s, pkg.as_ref(), appliance, &mut c);
+    if appliance {
+        appliance_checks(s, pkg.as_ref(), &mut c).await;
+    }
     let password = credentials(s, svc, &mut c).await;
     let pkg_version = pkg.as_ref().and_then(|p| p.version.clone());
     rep.group = Some(group(s, password, pkg_version.as_deref(), &mut c).await);
@@ -201,6 +205,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::VmwareBin => "VMware installer",
         Kind::Rpm => "rpm",
         Kind::Deb => "deb",
+        Kind::ApplianceUpdate => "appliance update",
         Kind::Custom => "[install] command",
     }
 }
@@ -231,7 +236,9 @@ fn package_checks(
         );
         return None;
     };
-    let pkg = match preflight::verified_package(s, path, o.pkg.sha256.as_deref(), o.pkg.package_version.as_deref()) {
+    let verified = preflight::verified_package(s, path, o.pkg.sha256.as_deref(), o.pkg.package_version.as_deref())
+        .and_then(|p| preflight::check_fits(s, &p).map(|()| p));
+    let pkg = match verified {
         Ok(p) => p,
         Err(e) => {
             rep.package = Some(Some(PackageDoc {
@@ -286,11 +293,13 @@ fn version_verdict(installed: Option<&str>, pkg: Option<&str>, allow_downgrade: 
     }
 }
 
-/// Room where the installer unpacks.
-fn space_check(s: &Settings, pkg: Option<&Package>, c: &mut Checks) {
+/// Room where the installer unpacks (`unpack_space` on an appliance: where its update is
+/// unpacked into a folder of its own).
+fn space_check(s: &Settings, pkg: Option<&Package>, appliance: bool, c: &mut Checks) {
+    let name = if appliance { "unpack_space" } else { "free_space" };
     let Some(needed) = preflight::space_needed(s, pkg) else {
         c.warn(
-            "free_space",
+            name,
             format!(
                 "skipped: no package to size and no --min-free, so the free space in {} was not checked",
                 s.install.unpack_dir.display()
@@ -298,18 +307,51 @@ fn space_check(s: &Settings, pkg: Option<&Package>, c: &mut Checks) {
         );
         return;
     };
-    c.result(
-        "free_space",
-        preflight::check_space(s, needed),
-        |Space { free, needed }| {
+    c.result(name, preflight::check_space(s, needed), |Space { free, needed }| {
+        format!(
+            "{} has {} free, the install needs {}",
+            s.install.unpack_dir.display(),
+            human_bytes(free),
+            human_bytes(needed)
+        )
+    });
+}
+
+/// The appliance's own checks. `vamicli`: it answers `vamicli version --appliance`, which only
+/// prints. `update_offered`: the manifest inside the package (the file `vamicli update --check`
+/// reads from its repository) names the package's version. vamicli itself is not asked what it
+/// offers: that needs its repository pointed at the unpacked package, a change preflight does
+/// not make (no vamicli command that prints the repository it had, to put it back, is known to
+/// us: neither the vendor's procedure nor the stand-in has one). The run's
+/// `check_update` stage asks it, before its drain. Whether the version is newer than the
+/// installed one is `package_version`'s verdict.
+async fn appliance_checks(s: &Settings, pkg: Option<&Package>, c: &mut Checks) {
+    c.result("vamicli", preflight::vamicli_answers(s).await, |v| {
+        format!("{} answers: {v}", s.install.vamicli.display())
+    });
+    let Some(pkg) = pkg.filter(|p| p.kind == Kind::ApplianceUpdate) else {
+        c.warn(
+            "update_offered",
+            "skipped: no appliance update (_update.tar.gz) given, so what it offers was not read",
+        );
+        return;
+    };
+    let offer = match preflight::manifest_offer(pkg) {
+        Ok(o) => o,
+        Err(e) => return c.fail("update_offered", e.detail()),
+    };
+    let source = "the package's manifest";
+    match preflight::offer_problem(source, Some(&offer.version), pkg.version.as_deref(), None, false) {
+        Some(why) => c.fail("update_offered", why),
+        None => c.pass(
+            "update_offered",
             format!(
-                "{} has {} free, the install needs {}",
-                s.install.unpack_dir.display(),
-                human_bytes(free),
-                human_bytes(needed)
-            )
-        },
-    );
+                "{source} offers {} build {} (vamicli reads it once the run points its repository at the unpacked package, and its `update --check` must agree before the drain)",
+                offer.version,
+                offer.build.as_deref().unwrap_or("?")
+            ),
+        ),
+    }
 }
 
 /// The password, and one authenticated tool call when the cell runs (a stopped cell cannot

@@ -49,6 +49,12 @@ impl Procedure for Resume {
                 rec.run_id, up.stage, rec.command
             )));
         }
+        if let Some(up) = rec.upgrade.as_ref().filter(|u| u.stage.before_drain()) {
+            return Err(Error::Conflict(format!(
+                "run {} is in stage {}, before its drain: nothing of the cell was changed, so there is nothing to undo; `cellctl {}` continues it",
+                rec.run_id, up.stage, rec.command
+            )));
+        }
         if rec.phase.shutdown_begun() {
             return Err(Error::Conflict(format!("run {}: {}", rec.run_id, rec.advice())));
         }

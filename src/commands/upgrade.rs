@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::adapters::install::{InstallError, UnitSpec};
 use crate::adapters::package::{self, Kind, Package, compare_versions};
 use crate::cli::PackageArgs;
-use crate::config::{DrainSettings, Settings};
+use crate::config::{DrainSettings, RebootSettings, Settings};
 use crate::engine::context::Ctx;
 use crate::engine::lifecycle::Procedure;
 use crate::engine::preflight::installed_version;
@@ -18,6 +18,8 @@ use crate::engine::run::{Recorder, Run};
 use crate::engine::units::{self, Effect, NoWitness, Recovery, UnitStep, Witness};
 use crate::engine::{drain, health, preflight, signals};
 use crate::error::Error;
+
+use super::appliance;
 use crate::model::outcome::{CommandName, Outcome};
 use crate::model::phase::{Event, Phase};
 use crate::model::stage::{Stage, StageEvent};
@@ -35,9 +37,11 @@ pub(crate) struct UpgradeOptions {
     pub db_upgrade: bool,
     /// Drain first (upgrade); None for `install`, which needs a stopped cell.
     pub drain: Option<DrainSettings>,
-    /// Start and health-check afterwards (upgrade).
+    /// Start and health-check afterwards (upgrade); an appliance reboots instead.
     pub start: bool,
     pub health_deadline: Duration,
+    /// How an appliance's upgrade reboots and waits after the boot.
+    pub reboot: RebootSettings,
 }
 
 pub(crate) struct Upgrade<'a>(pub &'a UpgradeOptions);
@@ -79,6 +83,7 @@ fn install_spec(s: &Settings, pkg: &Package, unit: &str, allow_downgrade: bool) 
             spec.args = vec!["-i".into(), path];
             spec.env.push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
         }
+        Kind::ApplianceUpdate => spec = appliance::install_spec(s, unit, pkg),
         Kind::Custom => {
             let cmd = s
                 .install
@@ -119,6 +124,7 @@ impl Upgrade<'_> {
             ))
         })?;
         let pkg = preflight::verified_package(s, &path, o.pkg.sha256.as_deref(), o.pkg.package_version.as_deref())?;
+        preflight::check_fits(s, &pkg)?;
         let before = installed_version(s).await;
         package::check_versions(before.as_deref(), pkg.version.as_deref(), o.pkg.allow_downgrade)?;
         preflight::check_systemd_run(s)?;
@@ -192,10 +198,16 @@ impl Procedure for Upgrade<'_> {
             guard
         };
         let mut rec = super::drain::new_record(ctx, o.command, run_id.clone(), o.drain.as_ref(), before, detail);
+        let appliance = (pkg.kind == Kind::ApplianceUpdate).then(|| appliance::new_record(ctx.s, &run_id));
         rec.upgrade = Some(UpgradeRecord {
             package: Some(pkg),
-            // A stopped cell has nothing to drain (`enter` records that in its phase).
-            stage: if st.is_some() { Stage::Drain } else { Stage::Install },
+            // A stopped cell has nothing to drain (`enter` records that in its phase); an
+            // appliance checks its update first.
+            stage: match (&appliance, st) {
+                (Some(_), _) => Stage::Unpack,
+                (None, Some(_)) => Stage::Drain,
+                (None, None) => Stage::Install,
+            },
             db_upgrade: o.db_upgrade,
             start: o.start,
             allow_downgrade: o.pkg.allow_downgrade,
@@ -204,6 +216,7 @@ impl Procedure for Upgrade<'_> {
             install_unit: format!("cellctl-install-{run_id}"),
             db_unit: o.db_upgrade.then(|| format!("cellctl-dbupgrade-{run_id}")),
             installer_tail: None,
+            appliance,
         });
         Ok(Some(rec))
     }
@@ -223,7 +236,7 @@ impl Procedure for Upgrade<'_> {
                 o.command
             )));
         }
-        if matches!(up.stage, Stage::Drain | Stage::Install) {
+        if up.stage.before_drain() || matches!(up.stage, Stage::Drain | Stage::Install) {
             // The file could have changed while we were away: verify it again.
             package::verify(&recorded.path, Some(&recorded.sha256), recorded.kind == Kind::Custom)?;
         }
@@ -243,6 +256,7 @@ impl Procedure for Upgrade<'_> {
         }
         run.save()?;
         match (up(run).stage, &self.0.drain) {
+            (Stage::Drain, d) if up(run).appliance.is_some() => appliance::begin_drain(ctx, run, d.as_ref()).await,
             (Stage::Drain, Some(d)) => drain::enter(ctx, run, d.maintenance).await,
             (Stage::Drain, None) => Err(Error::Internal("drain stage without drain settings".into())),
             _ => Ok(()),
@@ -283,21 +297,43 @@ impl Procedure for Upgrade<'_> {
                 // run here: no new stage is begun, and the journal says where a rerun picks up.
                 _ if ctx.sig.pending().is_some() => {
                     let sg = ctx.sig.pending().expect("checked");
+                    let state = if stage.before_drain() {
+                        format!("nothing of the cell was changed (stage {stage} was not begun)")
+                    } else {
+                        format!(
+                            "the cell was shut down; nothing of stage {stage} was begun: rerun `cellctl {}` to continue",
+                            o.command
+                        )
+                    };
                     Err(Error::Interrupted {
                         signal: sg,
                         name: signals::name(sg),
-                        state: format!(
-                            "the cell was shut down; nothing of stage {stage} was begun: rerun `cellctl {}` to continue",
-                            o.command
-                        ),
+                        state,
                     })
                 }
+                Stage::Unpack => appliance::unpack_stage(ctx.s, run),
+                Stage::SetRepo => appliance::repo_stage(ctx, run).await,
+                Stage::CheckUpdate => match appliance::check_stage(ctx, run).await {
+                    Ok(()) => appliance::begin_drain(ctx, run, o.drain.as_ref()).await,
+                    Err(e) => Err(e),
+                },
                 Stage::Install => install_stage(ctx, run, o, &tr).await,
                 Stage::DbUpgrade => db_stage(ctx, run, o, &tr).await,
+                Stage::Reboot | Stage::Rebooting => match appliance::reboot_stage(ctx, run, &o.reboot).await {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(()),
+                    Err(e) => Err(e),
+                },
+                Stage::Start if up(run).appliance.is_some() => {
+                    appliance::after_boot(ctx, run, &o.reboot, o.health_deadline).await
+                }
                 Stage::Start => start_stage(ctx, run, o).await,
             };
             if let Err(e) = r {
                 tracing::error!("{e}");
+                if up(run).stage.before_drain() {
+                    appliance::discard(run);
+                }
                 return Err(e);
             }
         }
@@ -422,6 +458,11 @@ async fn install_stage(
         before.as_deref().unwrap_or("?"),
         after.as_deref().unwrap_or("?")
     );
+    // The version is verified: an appliance's unpacked update is no longer needed, unless a
+    // reboot follows (its folder goes once the version is seen again after the boot).
+    if !up(run).plan().reboots() {
+        appliance::remove_folder(run)?;
+    }
     run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", res.describe())))?;
     run.stage_event(StageEvent::Installed)
 }

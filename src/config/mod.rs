@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{DrainArgs, GlobalArgs, MaintainArgs};
+use crate::cli::{DrainArgs, GlobalArgs, MaintainArgs, RebootArgs};
 use crate::model::phase::DeadlineAction;
 use crate::store::trust::Owners;
 
@@ -111,13 +111,20 @@ pub struct MaintainFile {
 /// `maintain`'s settings.
 #[derive(Debug, Clone)]
 pub struct MaintainSettings {
-    pub reboot_command: Vec<String>,
-    pub boot_id_file: PathBuf,
+    pub reboot: RebootSettings,
     pub reboot_required_files: Vec<PathBuf>,
     /// Empty: not asked.
     pub needs_restarting: Vec<String>,
-    pub service_wait: Duration,
     pub timeout: Duration,
+}
+
+/// How the host is rebooted and its boot told ([maintain] keys, shared with an appliance's
+/// upgrade, which reboots the same way).
+#[derive(Debug, Clone)]
+pub struct RebootSettings {
+    pub reboot_command: Vec<String>,
+    pub boot_id_file: PathBuf,
+    pub service_wait: Duration,
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -132,21 +139,20 @@ pub fn resolve_maintain(
     maintain_settings(a, f, path).map_err(|e| e.at_line(f))
 }
 
-fn maintain_settings(a: &MaintainArgs, f: &FileConfig, path: Option<&Path>) -> Result<MaintainSettings, ConfigError> {
+/// The reboot settings: flag > `CELLCTL_*` > `[maintain]` > default.
+pub fn resolve_reboot(a: &RebootArgs, f: &FileConfig, path: Option<&Path>) -> Result<RebootSettings, ConfigError> {
+    reboot_settings(a, f, path).map_err(|e| e.at_line(f))
+}
+
+fn reboot_settings(a: &RebootArgs, f: &FileConfig, path: Option<&Path>) -> Result<RebootSettings, ConfigError> {
     let m = &f.maintain;
-    if let Some(p) = path {
-        if a.reboot_command.is_none()
-            && let Some(c) = &m.reboot_command
-        {
-            check_program(p, "[maintain] reboot_command", c)?;
-        }
-        if a.needs_restarting.is_none()
-            && let Some(c) = &m.needs_restarting
-        {
-            check_program(p, "[maintain] needs_restarting", c)?;
-        }
+    if let Some(p) = path
+        && a.reboot_command.is_none()
+        && let Some(c) = &m.reboot_command
+    {
+        check_program(p, "[maintain] reboot_command", c)?;
     }
-    let s = MaintainSettings {
+    let r = RebootSettings {
         reboot_command: match &a.reboot_command {
             Some(c) => words(c),
             None => m.reboot_command.clone().unwrap_or_else(|| words("systemctl reboot")),
@@ -156,6 +162,34 @@ fn maintain_settings(a: &MaintainArgs, f: &FileConfig, path: Option<&Path>) -> R
             .clone()
             .or(m.boot_id_file.clone())
             .unwrap_or_else(|| "/proc/sys/kernel/random/boot_id".into()),
+        service_wait: match a.service_wait {
+            Some(d) => d.into(),
+            None => dur(path, "maintain.service_wait", m.service_wait.as_deref())?.unwrap_or(Duration::from_secs(300)),
+        },
+    };
+    if r.reboot_command.is_empty() {
+        return Err(ConfigError::Invalid(
+            "the reboot command (--reboot-command, CELLCTL_REBOOT_COMMAND or [maintain] reboot_command) is empty; e.g. \"systemctl reboot\"".into(),
+        ));
+    }
+    if r.service_wait.is_zero() {
+        return Err(ConfigError::Invalid(
+            "maintain.service_wait and maintain.timeout must be more than 0 (--service-wait, CELLCTL_SERVICE_WAIT); e.g. 5m".into(),
+        ));
+    }
+    Ok(r)
+}
+
+fn maintain_settings(a: &MaintainArgs, f: &FileConfig, path: Option<&Path>) -> Result<MaintainSettings, ConfigError> {
+    let m = &f.maintain;
+    if let Some(p) = path
+        && a.needs_restarting.is_none()
+        && let Some(c) = &m.needs_restarting
+    {
+        check_program(p, "[maintain] needs_restarting", c)?;
+    }
+    let s = MaintainSettings {
+        reboot: reboot_settings(&a.reboot_with, f, path)?,
         reboot_required_files: if a.reboot_required_files.is_empty() {
             m.reboot_required_files
                 .clone()
@@ -170,18 +204,9 @@ fn maintain_settings(a: &MaintainArgs, f: &FileConfig, path: Option<&Path>) -> R
                 .clone()
                 .unwrap_or_else(|| words("needs-restarting -r")),
         },
-        service_wait: match a.service_wait {
-            Some(d) => d.into(),
-            None => dur(path, "maintain.service_wait", m.service_wait.as_deref())?.unwrap_or(Duration::from_secs(300)),
-        },
         timeout: dur(path, "maintain.timeout", m.timeout.as_deref())?.unwrap_or(Duration::from_secs(2 * 3600)),
     };
-    if s.reboot_command.is_empty() {
-        return Err(ConfigError::Invalid(
-            "the reboot command (--reboot-command, CELLCTL_REBOOT_COMMAND or [maintain] reboot_command) is empty; e.g. \"systemctl reboot\"".into(),
-        ));
-    }
-    if s.service_wait.is_zero() || s.timeout.is_zero() {
+    if s.timeout.is_zero() {
         return Err(ConfigError::Invalid(
             "maintain.service_wait and maintain.timeout must be more than 0 (--service-wait, CELLCTL_SERVICE_WAIT); e.g. 5m".into(),
         ));
@@ -239,7 +264,11 @@ pub struct InstallFile {
     /// argv installing a package (`{package}` is replaced by its path), instead of the built-in ones.
     pub command: Option<Vec<String>>,
     pub timeout: Option<String>,
-    /// Where the installer unpacks (its free space is checked before an install).
+    /// `linux` or `appliance` (default: appliance when vamicli is found).
+    pub kind: Option<String>,
+    /// The appliance's vamicli.
+    pub vamicli: Option<PathBuf>,
+    /// Where the installer unpacks, and an appliance's update folders go (its free space is checked before an install).
     pub unpack_dir: Option<PathBuf>,
     /// Free space needed there, e.g. "4GiB" [default: the package's size × SPACE_FACTOR].
     pub min_free: Option<String>,
@@ -320,10 +349,32 @@ pub struct InstallSettings {
     pub version_command: Vec<String>,
     pub command: Option<Vec<String>>,
     pub timeout: Duration,
+    /// None: told by whether vamicli is found.
+    pub kind: Option<CellKind>,
+    pub vamicli: PathBuf,
     /// Where the installer unpacks.
     pub unpack_dir: PathBuf,
     /// Free space needed in `unpack_dir` (bytes); None: the package's size × `SPACE_FACTOR`.
     pub min_free: Option<u64>,
+}
+
+/// How the cell's product is installed and updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellKind {
+    /// A Linux cell: the `.bin` installer (or an rpm, a deb, a configured command).
+    Linux,
+    /// The VCD appliance: `vamicli update` with an `_update.tar.gz`, then a reboot.
+    Appliance,
+}
+
+fn cell_kind(text: &str, source: &str) -> Result<CellKind, ConfigError> {
+    match text {
+        "linux" => Ok(CellKind::Linux),
+        "appliance" => Ok(CellKind::Appliance),
+        other => Err(ConfigError::Invalid(format!(
+            "{source}: unknown cell kind {other:?}: use \"linux\" or \"appliance\" (or leave it out to tell by vamicli)"
+        ))),
+    }
 }
 
 /// Without `min_free`, an install needs this many times the package's size free where it
@@ -727,6 +778,22 @@ fn install_settings(g: &GlobalArgs, f: &FileConfig, path: Option<&Path>) -> Resu
         },
         command: f.install.command.clone(),
         timeout: dur(path, "install.timeout", f.install.timeout.as_deref())?.unwrap_or(Duration::from_secs(2 * 3600)),
+        kind: match (&g.cell_kind, &f.install.kind) {
+            (Some(k), _) => Some(cell_kind(k, "--cell-kind")?),
+            (None, Some(k)) => Some(cell_kind(
+                k,
+                &format!(
+                    "[install] kind in {}",
+                    path.map_or_else(|| "the config file".into(), |p| p.display().to_string())
+                ),
+            )?),
+            (None, None) => None,
+        },
+        vamicli: g
+            .vamicli
+            .clone()
+            .or(f.install.vamicli.clone())
+            .unwrap_or_else(|| "vamicli".into()),
         unpack_dir: g
             .unpack_dir
             .clone()

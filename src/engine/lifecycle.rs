@@ -256,9 +256,10 @@ struct Conclusion {
 }
 
 fn conclude(mut run: Run, report: &mut Report, result: Result<(), Error>, sig: &SignalWatch) -> Result<(), Error> {
+    let before_drain = run.rec.upgrade.as_ref().is_some_and(|u| u.stage.before_drain());
     let c = if run.rec.maintain.is_some() && run.rec.past_drain() {
         maint_conclusion(&run.rec, result)
-    } else if run.rec.past_drain() {
+    } else if run.rec.past_drain() || before_drain {
         stage_conclusion(&run.rec, result)
     } else {
         drain_conclusion(&mut run, result, sig)
@@ -389,19 +390,30 @@ fn inner(e: &Error) -> String {
     }
 }
 
-/// The run is past its drain: the stage says how far it got.
+/// The run is past its drain (or an appliance's run ended before it): the stage says how far
+/// it got. An appliance's upgrade ends a first time rebooting (kept, for the continuation after
+/// the boot), an appliance's install stopped for the reboot the operator makes; a run that
+/// ended before its drain changed nothing of the cell and is finished.
 fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
     let up = rec.upgrade.as_ref().expect("past the drain means an upgrade record");
     let done = up.stage == Stage::Done;
-    let outcome = match (&result, done) {
-        (Ok(()), true) if rec.command == CommandName::Install => Outcome::Installed,
-        (Ok(()), true) if rec.command == CommandName::DbUpgrade => Outcome::DbUpgraded,
-        (Ok(()), true) => Outcome::Upgraded,
-        (Err(Error::Interrupted { .. }), _) => Outcome::Interrupted,
+    let appliance = up.appliance.is_some();
+    let before_drain = up.stage.before_drain();
+    let outcome = match (&result, done, up.stage) {
+        (Ok(()), true, _) if rec.command == CommandName::Install => Outcome::Installed,
+        (Ok(()), true, _) if rec.command == CommandName::DbUpgrade => Outcome::DbUpgraded,
+        (Ok(()), true, _) => Outcome::Upgraded,
+        // An appliance's reboot was requested: the continuation after the boot finishes.
+        (Ok(()), false, Stage::Rebooting) => Outcome::Rebooting,
+        (Err(Error::Interrupted { .. }), _, _) => Outcome::Interrupted,
         _ => Outcome::Failed,
     };
     let cell_left = match (done, up.start, up.stage) {
+        _ if before_drain => CellLeft::Unchanged,
+        // `install` on an appliance: updated, stopped; the operator reboots it.
+        (true, false, _) if appliance => CellLeft::RebootRequired,
         (true, true, _) => CellLeft::Running,
+        (false, _, Stage::Rebooting) => CellLeft::Rebooting,
         (false, _, Stage::Start) => CellLeft::Changed,
         _ => CellLeft::ShutDown,
     };
@@ -409,7 +421,7 @@ fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
         outcome,
         reported: outcome,
         cell_left,
-        finished: done,
+        finished: done || before_drain,
         result,
     }
 }

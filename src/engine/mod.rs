@@ -8,6 +8,7 @@ pub(crate) mod drain;
 pub(crate) mod health;
 pub(crate) mod lifecycle;
 pub(crate) mod preflight;
+pub(crate) mod reboot;
 pub(crate) mod run;
 pub(crate) mod signals;
 pub(crate) mod slot;

@@ -1,17 +1,21 @@
 //! Checks made before a run changes anything: the tools exist, the service has settled, the
 //! package is the one expected and newer, there is room to unpack it, and enough other cells
 //! serve (the redundancy guard, which fails closed). `upgrade`, `install`, `db-upgrade` and
-//! `preflight` all call these, so `preflight` checks exactly what a run would.
+//! `preflight` all call these, so `preflight` checks exactly what a run would. The appliance's
+//! own (is it one, does its package fit, does `vamicli` answer, what the package offers) are
+//! here too, for the same reason.
 
+use std::cmp::Ordering;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::adapters::api::{Api, GuardRefusal, guard_verdict};
+use crate::adapters::appliance::{self as vami, ApplianceError};
 use crate::adapters::exec;
-use crate::adapters::package::{self, Kind, Package};
+use crate::adapters::package::{self, Kind, Package, compare_versions};
 use crate::adapters::service::Service;
 use crate::adapters::vendor::{CellStatus, CellTool};
-use crate::config::{SPACE_FACTOR, Settings};
+use crate::config::{CellKind, SPACE_FACTOR, Settings};
 use crate::error::{Error, Precheck};
 use crate::model::step::ServiceState;
 
@@ -60,6 +64,7 @@ pub(crate) fn installer_program(s: &Settings, pkg: &Package) -> PathBuf {
         Kind::VmwareBin => pkg.path.clone(),
         Kind::Rpm => "rpm".into(),
         Kind::Deb => "dpkg".into(),
+        Kind::ApplianceUpdate => s.install.vamicli.clone(),
         Kind::Custom => s
             .install
             .command
@@ -82,6 +87,7 @@ pub(crate) fn check_installer(s: &Settings, pkg: &Package) -> Result<(), Error> 
             Kind::VmwareBin => ".bin",
             Kind::Rpm => ".rpm",
             Kind::Deb => ".deb",
+            Kind::ApplianceUpdate => "appliance's _update.tar.gz",
             Kind::Custom => "[install] command's",
         },
     }
@@ -110,10 +116,18 @@ pub(crate) struct Space {
     pub needed: u64,
 }
 
-/// The space an install needs: `min_free` when set, else the package's size × `SPACE_FACTOR`.
+/// The space an install needs: `min_free` when set, else for an appliance update the size it
+/// unpacks to (read from its entries' headers) and a tenth more for the file system's own
+/// overhead, else the package's size × `SPACE_FACTOR`.
 pub(crate) fn space_needed(s: &Settings, pkg: Option<&Package>) -> Option<u64> {
     s.install.min_free.or_else(|| {
-        let size = std::fs::metadata(&pkg?.path).ok()?.len();
+        let pkg = pkg?;
+        if pkg.kind == Kind::ApplianceUpdate
+            && let Ok(n) = vami::unpacked_size(&pkg.path)
+        {
+            return Some(n.saturating_add(n / 10));
+        }
+        let size = std::fs::metadata(&pkg.path).ok()?.len();
         Some(size.saturating_mul(SPACE_FACTOR))
     })
 }
@@ -153,6 +167,90 @@ pub(crate) fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Is this cell an appliance? As configured, else whether vamicli is found.
+pub(crate) fn is_appliance(s: &Settings) -> bool {
+    match s.install.kind {
+        Some(k) => k == CellKind::Appliance,
+        None => resolvable(&s.install.vamicli),
+    }
+}
+
+/// Does the package fit the cell? An appliance takes only its `_update.tar.gz` (or a
+/// configured command); a Linux cell never takes one.
+pub(crate) fn check_fits(s: &Settings, pkg: &Package) -> Result<(), Error> {
+    let appliance = is_appliance(s);
+    let why = match (pkg.kind, appliance) {
+        (Kind::ApplianceUpdate, true) | (Kind::Custom, _) => return Ok(()),
+        (Kind::ApplianceUpdate, false) if s.install.kind == Some(CellKind::Linux) => format!(
+            "{} is an appliance update (_update.tar.gz), but the cell kind is set to linux (--cell-kind, CELLCTL_CELL_KIND or [install] kind): give the Linux installer (.bin), or set the kind to appliance",
+            pkg.path.display()
+        ),
+        (Kind::ApplianceUpdate, false) => format!(
+            "{} is an appliance update (_update.tar.gz), but vamicli is not found at {}: on an appliance set its path (--vamicli, CELLCTL_VAMICLI or [install] vamicli)",
+            pkg.path.display(),
+            s.install.vamicli.display()
+        ),
+        (_, true) => format!(
+            "{} is not an appliance update: this cell is an appliance (vamicli {}), updated with VMware_Cloud_Director_V-BUILD_update.tar.gz; set --cell-kind linux if it is not",
+            pkg.path.display(),
+            s.install.vamicli.display()
+        ),
+        (_, false) => return Ok(()),
+    };
+    Err(ApplianceError::Setup(why).into())
+}
+
+/// Does vamicli answer? `vamicli version --appliance` only reads: the appliance's version line.
+pub(crate) async fn vamicli_answers(s: &Settings) -> Result<String, Error> {
+    let out = vami::call(&s.install.vamicli, &["version", "--appliance"], s.tool_timeout).await?;
+    Ok(vami::last_lines(&out))
+}
+
+/// What an appliance update offers, read from the manifest inside the package (the file
+/// `vamicli update --check` reads from the repository), without unpacking it or touching
+/// vamicli's repository.
+pub(crate) fn manifest_offer(pkg: &Package) -> Result<vami::Offer, Error> {
+    vami::manifest_offer(&pkg.path).map_err(|detail| {
+        ApplianceError::Unpack {
+            package: pkg.path.display().to_string(),
+            folder: vami::MANIFEST.into(),
+            detail,
+        }
+        .into()
+    })
+}
+
+/// Is the `offered` version (by `source`: vamicli, or the package's manifest) the package's,
+/// and newer than the installed one? The reason when not.
+pub(crate) fn offer_problem(
+    source: &str,
+    offered: Option<&str>,
+    package: Option<&str>,
+    installed: Option<&str>,
+    allow_downgrade: bool,
+) -> Option<String> {
+    let pv = package.unwrap_or("unknown");
+    let Some(o) = offered else {
+        return Some(format!(
+            "{source} offers no update from this package (none is newer than the installed {}): the package's {pv} is already installed or older; nothing was changed",
+            installed.unwrap_or("version")
+        ));
+    };
+    if package.is_none_or(|p| compare_versions(o, p) != Ordering::Equal) {
+        return Some(format!(
+            "{source} offers {o}, not the package's {pv}: the package's name and its content disagree, or vamicli reads another repository; nothing was changed"
+        ));
+    }
+    match installed.map(|i| compare_versions(o, i)) {
+        Some(Ordering::Greater) | None => None,
+        Some(_) if allow_downgrade => None,
+        Some(_) => Some(format!(
+            "{source} offers {o}, not newer than the installed {}: refusing a downgrade or reinstall",
+            installed.unwrap_or_default()
+        )),
     }
 }
 
@@ -234,5 +332,24 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn only_the_packages_newer_version_passes() {
+        let ok = |o, p, i| offer_problem("vamicli", o, p, i, false).is_none();
+        assert!(ok(Some("10.6.0"), Some("10.6.0-24135488"), Some("10.5.1")));
+        assert!(ok(Some("10.6.0.1"), Some("10.6.0.1-24135488"), None));
+        // Not offered, another version offered, not newer.
+        assert!(!ok(None, Some("10.6.0-1"), Some("10.5.1")));
+        assert!(!ok(Some("10.6.1"), Some("10.6.0-1"), Some("10.5.1")));
+        assert!(!ok(Some("10.6.0"), None, Some("10.5.1")));
+        assert!(!ok(Some("10.5.1"), Some("10.5.1-1"), Some("10.5.1")));
+        assert!(!ok(Some("10.4.0"), Some("10.4.0-1"), Some("10.5.1")));
+        assert!(offer_problem("vamicli", Some("10.4.0"), Some("10.4.0-1"), Some("10.5.1"), true).is_none());
+        let why = offer_problem("the manifest", Some("10.6.1"), Some("10.6.0-1"), Some("10.5.1"), false).unwrap();
+        assert!(
+            why.contains("the manifest offers 10.6.1, not the package's 10.6.0-1"),
+            "{why}"
+        );
     }
 }

@@ -104,12 +104,12 @@ pub const EXIT_CODES: &[(i32, &str, &str)] = &[
     (
         code::PACKAGE,
         "package",
-        "package refused before anything changed: file, mode, checksum, type or version",
+        "package refused before anything changed: file, mode, checksum, type or version (appliance: vamicli does not offer the package's version, or it cannot be unpacked)",
     ),
     (
         code::INSTALL,
         "install",
-        "the installer failed, hung, or the installed version did not change",
+        "the installer (appliance: vamicli) failed, hung, or the installed version did not change",
     ),
     (
         code::UNHEALTHY,

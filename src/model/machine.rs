@@ -40,6 +40,10 @@ pub enum Refused {
     NotShutDown { phase: Phase },
     #[error("phase {phase:?} cannot change in stage {stage:?}: the drain is over")]
     DrainOver { phase: Phase, stage: Stage },
+    #[error(
+        "phase {phase:?} cannot change in stage {stage:?}: the drain has not begun (the appliance's checks come first)"
+    )]
+    DrainNotBegun { phase: Phase, stage: Stage },
     #[error("phase {phase:?} cannot change in maintain stage {stage:?}: the drain is over")]
     MaintDrainOver { phase: Phase, stage: MaintStage },
 }
@@ -52,6 +56,14 @@ impl Position {
                 // on a cell found stopped, which had nothing to drain: an install, or the
                 // database upgrade alone (`db-upgrade`).
                 let fresh = self.phase == Phase::Start && ev == Event::AlreadyStopped;
+                if let Some((stage, _)) = self.stage
+                    && stage.before_drain()
+                {
+                    return Err(Refused::DrainNotBegun {
+                        phase: self.phase,
+                        stage,
+                    });
+                }
                 if let Some((stage, _)) = self.stage
                     && stage != Stage::Drain
                     && !(matches!(stage, Stage::Install | Stage::DbUpgrade) && fresh)
@@ -138,6 +150,9 @@ mod tests {
             Just(Transition::Stage(StageEvent::Installed)),
             Just(Transition::Stage(StageEvent::DbUpgraded)),
             Just(Transition::Stage(StageEvent::Started)),
+            Just(Transition::Stage(StageEvent::Unpacked)),
+            Just(Transition::Stage(StageEvent::RepoSet)),
+            Just(Transition::Stage(StageEvent::UpdateOffered)),
         ]
     }
 
@@ -149,18 +164,23 @@ mod tests {
         fn nothing_is_installed_on_a_serving_cell(
             db_upgrade in any::<bool>(),
             start in any::<bool>(),
+            appliance in any::<bool>(),
             ts in proptest::collection::vec(any_transition(), 0..80),
         ) {
-            let plan = Plan { db_upgrade, start };
-            let mut p = Position { phase: Phase::Start, stage: Some((Stage::Drain, plan)), maint: None };
+            let plan = Plan { db_upgrade, start, appliance };
+            let first = if appliance { Stage::Unpack } else { Stage::Drain };
+            let mut p = Position { phase: Phase::Start, stage: Some((first, plan)), maint: None };
             for t in ts {
                 let Ok(n) = p.next(t) else { continue };
                 let (stage, _) = n.stage.expect("keeps its stages");
-                if stage != Stage::Drain {
+                if stage.before_drain() {
+                    prop_assert_eq!(n.phase, Phase::Start, "the drain began in stage {:?}", stage);
+                }
+                if stage.after_drain() {
                     let down = matches!(n.phase, Phase::Done { outcome: Outcome::ShutDown | Outcome::Forced });
                     prop_assert!(down, "stage {:?} with phase {:?}", stage, n.phase);
                 }
-                if let Some((s0, _)) = p.stage && s0 != Stage::Drain {
+                if let Some((s0, _)) = p.stage && s0.after_drain() {
                     prop_assert_eq!(p.phase, n.phase);
                 }
                 p = n;
@@ -210,6 +230,7 @@ mod tests {
         let plan = Plan {
             db_upgrade: true,
             start: false,
+            appliance: false,
         };
         let p = Position {
             phase: Phase::Start,

@@ -158,6 +158,8 @@ pub enum CellLeft {
     Running,
     /// A second signal ended the process before it could tell.
     Unknown,
+    /// An appliance updated and stopped: it must be rebooted to finish the update.
+    RebootRequired,
     /// Drained and shut down; the host's reboot was requested.
     Rebooting,
 }
@@ -171,6 +173,7 @@ impl CellLeft {
             CellLeft::Changed => "changed",
             CellLeft::Running => "running",
             CellLeft::Unknown => "unknown",
+            CellLeft::RebootRequired => "reboot_required",
             CellLeft::Rebooting => "rebooting",
         }
     }
@@ -186,6 +189,9 @@ impl CellLeft {
             CellLeft::Changed => "the cell is changed and the run is kept: `cellctl status` says what next",
             CellLeft::Running => "the cell is running",
             CellLeft::Unknown => "the cell's state is unknown: `cellctl status` says what next",
+            CellLeft::RebootRequired => {
+                "the appliance is updated and its service stopped: reboot it to finish the update"
+            }
             CellLeft::Rebooting => "the cell is shut down and the host is rebooting",
         }
     }

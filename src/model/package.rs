@@ -13,6 +13,8 @@ pub enum Kind {
     Deb,
     /// `[install] command` from the config.
     Custom,
+    /// A VCD appliance's `VMware_Cloud_Director_V-BUILD_update.tar.gz`, installed through vamicli.
+    ApplianceUpdate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

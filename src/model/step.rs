@@ -30,6 +30,14 @@ pub enum Step {
     Reboot,
     /// `maintain`: after the boot, waiting for the cell's service.
     ContinueAfterBoot,
+    /// Appliance: the update package unpacked into a folder of its own.
+    Unpack,
+    /// Appliance: `vamicli update --repo file:///FOLDER`.
+    SetRepo,
+    /// Appliance: `vamicli update --check` offers the package's version.
+    CheckUpdate,
+    /// Appliance `upgrade`, after the boot: the installed version is the package's.
+    VerifyVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -89,6 +89,14 @@ pub struct MaintainRecord {
     /// Why the run reboots (or why `--reboot-if-required` did not).
     #[serde(default)]
     pub reboot_reason: Option<String>,
+    /// The boot ids around its reboot.
+    #[serde(flatten)]
+    pub boot: BootIds,
+}
+
+/// The boot ids around a run's reboot (`engine::reboot`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BootIds {
     /// The boot id when the reboot was decided: a continuation that sees it again knows the
     /// reboot did not happen.
     #[serde(default)]
@@ -119,6 +127,27 @@ pub struct UpgradeRecord {
     pub db_unit: Option<String>,
     #[serde(default)]
     pub installer_tail: Option<String>,
+    /// An appliance update through vamicli (absent for Linux cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<ApplianceRecord>,
+}
+
+/// What an appliance update works with: the package's own folder and what vamicli said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplianceRecord {
+    /// The fresh folder the package is unpacked into (removed once the version is verified).
+    pub folder: std::path::PathBuf,
+    /// `file:///FOLDER`, as given to `vamicli update --repo`.
+    pub repo: String,
+    /// The version `vamicli update --check` offered.
+    #[serde(default)]
+    pub offered: Option<String>,
+    /// The folder was removed (after the installed version was verified).
+    #[serde(default)]
+    pub folder_removed: bool,
+    /// The boot ids around the reboot that finishes the update (`upgrade`).
+    #[serde(flatten, default)]
+    pub boot: BootIds,
 }
 
 impl UpgradeRecord {
@@ -126,6 +155,7 @@ impl UpgradeRecord {
         Plan {
             db_upgrade: self.db_upgrade,
             start: self.start,
+            appliance: self.appliance.is_some(),
         }
     }
 }
@@ -197,7 +227,13 @@ impl RunRecord {
                 s => format!("it has ended (stage {s}): `cellctl maintain --continue` archives it"),
             };
         }
-        if let Some(up) = self.upgrade.as_ref().filter(|_| self.past_drain()) {
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.stage.rebooting()) {
+            return format!(
+                "the appliance is rebooting (stage {}): after the boot `cellctl maintain --continue` (cellctl-continue.service does at boot) or `cellctl {cmd}` finishes it",
+                up.stage
+            );
+        }
+        if let Some(up) = self.upgrade.as_ref().filter(|u| u.stage != Stage::Drain) {
             return format!("`cellctl {cmd}` continues it from stage {}", up.stage);
         }
         match self.phase {
@@ -218,7 +254,7 @@ impl RunRecord {
 
     /// The drain stage is over (or there was none): an `install`/`upgrade` record past it.
     pub fn past_drain(&self) -> bool {
-        self.upgrade.as_ref().is_some_and(|u| u.stage != Stage::Drain)
+        self.upgrade.as_ref().is_some_and(|u| u.stage.after_drain())
             || self.maintain.as_ref().is_some_and(|m| m.stage != MaintStage::Drain)
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod appliance;
 pub mod etcd;
 
 pub const PASSWORD: &str = "Sim-Secret-4711";
