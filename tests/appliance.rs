@@ -296,11 +296,7 @@ fn start_after_an_install_reboots_the_appliance_and_the_continuation_finishes() 
         assert_eq!(step_status(&doc, s).as_deref(), Some("done"), "step {s}: {doc}");
     }
     assert_appliance_updated(&c);
-    assert_eq!(
-        Timeline::of_cell(&c.dir).named("reboot").len(),
-        1,
-        "rebooted once"
-    );
+    assert_eq!(Timeline::of_cell(&c.dir).named("reboot").len(), 1, "rebooted once");
 
     // Done: another `start` starts (here: finds running) without a second reboot.
     let again = start(&c, &served);

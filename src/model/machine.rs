@@ -272,7 +272,10 @@ mod tests {
         // Nothing is installed or upgraded again in this run.
         assert!(p.next(Transition::Stage(StageEvent::Installed)).is_err());
         assert!(p.next(Transition::Stage(StageEvent::DbUpgraded)).is_err());
-        assert!(p.next(Transition::Stage(StageEvent::Started)).is_err(), "no start before the boot");
+        assert!(
+            p.next(Transition::Stage(StageEvent::Started)).is_err(),
+            "no start before the boot"
+        );
         let p = p.next(Transition::Stage(StageEvent::RebootRequested)).unwrap();
         assert_eq!(p.stage.map(|(s, _)| s), Some(Stage::Rebooting));
         let p = p.next(Transition::Stage(StageEvent::Booted)).unwrap();
@@ -282,7 +285,13 @@ mod tests {
         // A run that did not reboot (a Linux cell's) cannot begin there.
         let linux = Position {
             phase: Phase::Start,
-            stage: Some((Stage::Reboot, Plan { appliance: false, ..plan })),
+            stage: Some((
+                Stage::Reboot,
+                Plan {
+                    appliance: false,
+                    ..plan
+                },
+            )),
             maint: None,
         };
         assert!(linux.next(Transition::Stage(StageEvent::RebootRequested)).is_err());
