@@ -306,6 +306,30 @@ fn start_after_an_install_reboots_the_appliance_and_the_continuation_finishes() 
     assert!(c.current().is_none());
 }
 
+/// A rerun of `start` (the playbook's, after the boot, before or instead of the unit) goes on
+/// with the recorded reboot run: the new boot says the reboot happened; no second reboot.
+#[test]
+fn start_again_after_the_boot_finishes_the_recorded_reboot_run() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    install_stopped(&c, &served, &pkg).assert_code(0);
+    assert_eq!(start(&c, &served).json()["outcome"], "rebooting");
+    play_boot(&c);
+    let r = start(&c, &served);
+    r.assert_code(0).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "started", "{doc}");
+    assert_eq!(doc["cell_left"], "running", "{doc}");
+    assert_eq!(step_status(&doc, "verify_version").as_deref(), Some("done"), "{doc}");
+    assert_appliance_updated(&c);
+    assert_eq!(reboot_calls(&c), 1, "no second reboot");
+    // The unit at the next boot finds nothing to do.
+    let r = continue_at_boot(&c, &served);
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "nothing_to_continue");
+}
+
 /// An appliance the operator rebooted by hand after its install is not rebooted again by
 /// `start`: its boot id changed since the install ended.
 #[test]
