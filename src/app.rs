@@ -304,8 +304,13 @@ async fn run_command(
             execute(settings, &commands::db_upgrade::DbUpgrade(&o), sig).await
         }
         Command::Install(a) => {
-            // `install` never reboots: the settings are there for the options' sake.
-            let reboot = match config::resolve_reboot(&cli::RebootArgs::default(), file, path) {
+            // `install` never reboots; an appliance's records the boot id it ends in, so that
+            // `cellctl start` can tell whether the appliance has rebooted since.
+            let with = cli::RebootArgs {
+                boot_id_file: a.boot_id_file.clone(),
+                ..cli::RebootArgs::default()
+            };
+            let reboot = match config::resolve_reboot(&with, file, path) {
                 Ok(r) => r,
                 Err(e) => return fail(e.into()),
             };
@@ -315,13 +320,7 @@ async fn run_command(
             };
             execute(settings, &Upgrade(&o), sig).await
         }
-        Command::Start(a) => {
-            let deadline = a.health_deadline.map_or(settings.health_deadline, Into::into);
-            if deadline.is_zero() {
-                return fail(zero_health_deadline());
-            }
-            commands::start::start(settings, deadline, sig).await
-        }
+        Command::Start(a) => start(a, settings, file, path, sig).await,
         Command::Upgrade(a) => {
             if a.drain.no_shutdown {
                 return fail(Error::Usage(
@@ -354,6 +353,40 @@ async fn run_command(
         }
         Command::Maintain(a) => maintain(a, settings, file, path, sig).await,
         other => fail(Error::Internal(format!("{other:?} is not a run command"))),
+    }
+}
+
+/// `cellctl start`: as any cell, or, on an appliance whose install awaits its reboot, the
+/// reboot run (journaled, through the upgrade procedure).
+async fn start(
+    a: cli::StartCommandArgs,
+    settings: &Settings,
+    file: &config::FileConfig,
+    path: Option<&std::path::Path>,
+    sig: SignalWatch,
+) -> (Report, Result<(), Error>) {
+    let fail = |e: Error| (Report::failed(CommandName::Start, &e), Err(e));
+    let deadline = a.start.health_deadline.map_or(settings.health_deadline, Into::into);
+    if deadline.is_zero() {
+        return fail(zero_health_deadline());
+    }
+    let reboot = match config::resolve_reboot(&a.reboot_with, file, path) {
+        Ok(r) => r,
+        Err(e) => return fail(e.into()),
+    };
+    match commands::appliance::reboot_pending(settings, &reboot) {
+        Ok(false) => commands::start::start(settings, deadline, sig).await,
+        // An appliance's install awaits its reboot: a run of its own, journaled.
+        Ok(true) => {
+            let o = UpgradeOptions {
+                package: None,
+                start: true,
+                health_deadline: deadline,
+                ..upgrade_options(CommandName::Start, None, cli::PackageArgs::default(), file, reboot)
+            };
+            execute(settings, &Upgrade(&o), sig).await
+        }
+        Err(e) => fail(e),
     }
 }
 

@@ -240,8 +240,10 @@ pub enum Command {
     Resume,
     /// Install a package on a stopped cell, in a transient systemd unit
     Install(InstallArgs),
-    /// Start the cell's service and wait until its health endpoint answers "Service is up."
-    Start(StartArgs),
+    /// Start the cell's service and wait until its health endpoint answers "Service is up."; an
+    /// appliance whose `cellctl install` awaits its reboot is rebooted instead, and the
+    /// continuation after the boot (cellctl-continue.service) starts and checks it
+    Start(StartCommandArgs),
     /// Verify the package, drain, install, [upgrade the database], start and health-check
     Upgrade(UpgradeArgs),
     /// Show a run's report (the last by default), or send what waits in the outbox
@@ -372,8 +374,22 @@ pub struct InstallArgs {
     /// The package: VMware .bin installer, .rpm or .deb
     #[arg(value_name = "PACKAGE")]
     pub package: Option<PathBuf>,
+    /// An appliance: the boot id file, read when the install ends so that `cellctl start`
+    /// knows whether the appliance has rebooted since [default: [maintain] boot_id_file, else
+    /// /proc/sys/kernel/random/boot_id]
+    #[arg(long, env = "CELLCTL_BOOT_ID_FILE", value_name = "FILE")]
+    pub boot_id_file: Option<PathBuf>,
     #[command(flatten)]
     pub pkg: PackageArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct StartCommandArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// For an appliance whose install awaits its reboot
+    #[command(flatten)]
+    pub reboot_with: RebootArgs,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -9,6 +9,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use common::{Cell, Served, Timeline, assert_no_password_in};
 
@@ -44,6 +47,7 @@ struct Group {
     groupdir: PathBuf,
     cells: Vec<(Cell, Served)>,
     inventory: PathBuf,
+    appliance: bool,
 }
 
 struct Played {
@@ -54,13 +58,27 @@ struct Played {
 impl Group {
     /// Three cells at the given versions, each with a package for NEW and its own cellctl config.
     fn new(ansible: PathBuf, versions: [&str; 3]) -> Group {
+        Self::make(ansible, versions, false)
+    }
+
+    /// Three VCD appliances (`cellsim create --appliance`) at OLD, each with an update package
+    /// for NEW; cellctl's config names the sim's vamicli, reboot command and boot id.
+    fn appliances(ansible: PathBuf) -> Group {
+        Self::make(ansible, [OLD; 3], true)
+    }
+
+    fn make(ansible: PathBuf, versions: [&str; 3], appliance: bool) -> Group {
         let tmp = tempfile::tempdir().unwrap();
         let group = tmp.path().join("group");
         let cells: Vec<(Cell, Served)> = NAMES
             .iter()
             .zip(versions)
             .map(|(name, v)| {
-                let c = Cell::in_group(&group, name, &["--version", v, "--quiesce-delay", "300ms"]);
+                let mut extra = vec!["--version", v, "--quiesce-delay", "300ms"];
+                if appliance {
+                    extra.push("--appliance");
+                }
+                let c = Cell::in_group(&group, name, &extra);
                 let s = c.serve();
                 (c, s)
             })
@@ -71,6 +89,7 @@ impl Group {
             groupdir: group,
             cells,
             inventory: PathBuf::new(),
+            appliance,
         };
         g.write_inventory();
         g.install_collection();
@@ -85,9 +104,13 @@ impl Group {
         let mut inv = String::from("vcd_cells:\n  hosts:\n");
         for (i, (c, s)) in self.cells.iter().enumerate() {
             let api = &self.cells[NAMES.len() - 1].1;
-            let pkg = c.package(NEW, "ok", &["--install-time", "300ms"]);
+            let pkg = if self.appliance {
+                common::appliance::update_package(c, NEW, &["--install-time", "300ms"])
+            } else {
+                c.package(NEW, "ok", &["--install-time", "300ms"])
+            };
             let d = c.dir.display();
-            let config = format!(
+            let mut config = format!(
                 "vcd_home = \"{d}\"\npassword_file = \"{pw}\"\nstate_dir = \"{st}\"\nsystemctl = \"{d}/bin/systemctl\"\n\
                  [drain]\npoll_interval = \"1s\"\n\
                  [install]\nsystemd_run = \"{d}/bin/systemd-run\"\nversion_command = [\"{d}/bin/vcd-version\"]\ntimeout = \"60s\"\n\
@@ -101,6 +124,20 @@ impl Group {
                 apica = api.ca.display(),
                 name = NAMES[i],
             );
+            if self.appliance {
+                let unpack = common::appliance::unpack_dir(c);
+                std::fs::create_dir_all(&unpack).unwrap();
+                config = config.replace(
+                    "[install]\n",
+                    &format!(
+                        "[install]\nkind = \"appliance\"\nvamicli = \"{d}/bin/vamicli\"\nunpack_dir = \"{}\"\n",
+                        unpack.display()
+                    ),
+                );
+                config.push_str(&format!(
+                    "[maintain]\nreboot_command = [\"{d}/bin/systemctl\", \"reboot\"]\nboot_id_file = \"{d}/sim/boot_id\"\nservice_wait = \"20s\"\n"
+                ));
+            }
             std::fs::write(&c.config, config).unwrap();
             inv.push_str(&format!(
                 "    {name}:\n      ansible_connection: local\n      ansible_python_interpreter: {py}\n      \
@@ -199,6 +236,108 @@ impl Group {
 
     fn cell(&self, name: &str) -> &Cell {
         &self.cells[NAMES.iter().position(|n| *n == name).unwrap()].0
+    }
+}
+
+/// What each appliance's host and its shipped unit do after its reboot, played from a thread
+/// while the playbook runs: when the simulator's timeline records a cell's reboot (requested
+/// through the service manager stand-in), the host boots (`cellsim boot DIR`: a new boot id,
+/// the service started by the service manager) and cellctl-continue.service runs
+/// `cellctl maintain --continue --at-boot`. On a real appliance both happen by themselves.
+struct Boots {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Continued>>>,
+}
+
+/// One continuation after a boot: the cell, cellctl's exit code and its JSON document.
+#[derive(Debug)]
+struct Continued {
+    cell: String,
+    code: i32,
+    doc: serde_json::Value,
+}
+
+impl Group {
+    fn play_boots(&self) -> Boots {
+        let cells: Vec<(String, PathBuf, PathBuf)> = NAMES
+            .iter()
+            .zip(&self.cells)
+            .map(|(n, (c, _))| (n.to_string(), c.dir.clone(), c.config.clone()))
+            .collect();
+        let groupdir = self.groupdir.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        // Reboots already on the timeline (an earlier play's) were played then.
+        let before = Timeline::of_group(&groupdir);
+        let mut played: Vec<usize> = cells
+            .iter()
+            .map(|(name, _, _)| before.of(name).iter().filter(|e| e.event == "reboot").count())
+            .collect();
+        let thread = std::thread::spawn(move || {
+            let mut done = vec![];
+            loop {
+                // Read before the stop flag: a reboot recorded before the play ended is played.
+                let last_round = stopped.load(Ordering::SeqCst);
+                let t = Timeline::of_group(&groupdir);
+                for (i, (name, dir, config)) in cells.iter().enumerate() {
+                    let reboots = t.of(name).iter().filter(|e| e.event == "reboot").count();
+                    if reboots <= played[i] {
+                        continue;
+                    }
+                    played[i] = reboots;
+                    let out = Command::new(common::cellsim_bin())
+                        .arg("boot")
+                        .arg(dir)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "cellsim boot: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    let mut c = Command::new(common::cellctl_bin());
+                    for (k, _) in std::env::vars_os() {
+                        if k.to_string_lossy().starts_with("CELLCTL_") {
+                            c.env_remove(k);
+                        }
+                    }
+                    let out = c
+                        .arg("--config")
+                        .arg(config)
+                        .args(["--json", "maintain", "--continue", "--at-boot"])
+                        .output()
+                        .unwrap();
+                    done.push(Continued {
+                        cell: name.clone(),
+                        code: out.status.code().unwrap_or(-1),
+                        doc: serde_json::from_slice(&out.stdout).unwrap_or_default(),
+                    });
+                }
+                if last_round {
+                    return done;
+                }
+                // The next look at the timeline; the play's own waits have deadlines.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Boots {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Boots {
+    /// The continuations played, once the play has ended.
+    fn finish(mut self) -> Vec<Continued> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().expect("the boot player failed")
+    }
+}
+
+impl Drop for Boots {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -395,4 +534,95 @@ fn a_group_of_mixed_versions_is_refused_before_any_change() {
             );
         }
     }
+}
+
+/// The appliances' order, from the simulator's group timeline: besides the vendor's order,
+/// no appliance's service came up (its boot included) before the database upgrade ended,
+/// none was refused a start, and each was rebooted exactly once, after the database upgrade,
+/// and booted once after that.
+fn assert_appliance_order(t: &Timeline) {
+    assert_vendor_order(t);
+    let db_end = t.calls("upgrade")[0].at_ms;
+    let first_install = t.named("installed").iter().map(|e| e.at_ms).min().unwrap();
+    for e in t.iter().filter(|e| e.at_ms >= first_install) {
+        if ["service_started", "boot", "cell_up"].contains(&e.event.as_str()) {
+            assert!(
+                e.at_ms > db_end,
+                "{} before the database upgrade ended at {db_end}: {e:?}",
+                e.event
+            );
+        }
+    }
+    assert!(t.named("start_refused").is_empty(), "{:#?}", t.named("start_refused"));
+    for cell in NAMES {
+        let of = t.of(cell);
+        let reboots: Vec<u64> = of.iter().filter(|e| e.event == "reboot").map(|e| e.at_ms).collect();
+        let boots: Vec<u64> = of.iter().filter(|e| e.event == "boot").map(|e| e.at_ms).collect();
+        assert_eq!(reboots.len(), 1, "{cell} rebooted once: {of:#?}");
+        assert_eq!(boots.len(), 1, "{cell} booted once: {of:#?}");
+        assert!(db_end < reboots[0] && reboots[0] <= boots[0], "{cell}: {of:#?}");
+    }
+}
+
+#[test]
+fn a_group_of_three_appliances_is_upgraded_with_a_reboot_in_place_of_the_start() {
+    let Some(ansible) = ansible_bin() else { return };
+    let g = Group::appliances(ansible);
+    let fast = [
+        "-e",
+        "cellctl_boot_delay=1",
+        "-e",
+        "cellctl_boot_retries=120",
+        "-e",
+        "cellctl_boot_timeout=120",
+    ];
+    let boots = g.play_boots();
+    let p = g.play(&fast);
+    let continued = boots.finish();
+    assert_eq!(p.code, 0, "{}\ncontinuations: {continued:#?}", p.out);
+    // One continuation per appliance, each finishing its run: started, healthy, version checked.
+    let mut cells: Vec<&str> = continued.iter().map(|c| c.cell.as_str()).collect();
+    cells.sort_unstable();
+    assert_eq!(cells, NAMES, "{continued:#?}");
+    for c in &continued {
+        assert_eq!(c.code, 0, "{c:#?}");
+        assert_eq!(c.doc["command"], "start", "{c:#?}");
+        assert_eq!(c.doc["outcome"], "started", "{c:#?}");
+        assert_eq!(c.doc["cell_left"], "running", "{c:#?}");
+    }
+    let t = g.timeline();
+    assert_appliance_order(&t);
+    assert_all_upgraded(&g);
+    for (c, _) in &g.cells {
+        let show = c.show();
+        assert_eq!(show["appliance"]["reboot_required"], false, "{show}");
+        assert_eq!(show["appliance"]["installs"].as_array().unwrap().len(), 1, "{show}");
+        assert!(
+            common::appliance::folders(&common::appliance::unpack_dir(c)).is_empty(),
+            "the unpacked update is removed"
+        );
+        assert!(c.current().is_none(), "no run left recorded");
+    }
+    assert!(p.out.contains("\"outage\""), "the summary names the outage: {}", p.out);
+    // A rerun on the upgraded group converges: no drain, install, database upgrade or reboot.
+    let boots = g.play_boots();
+    let again = g.play(&fast);
+    let continued = boots.finish();
+    assert_eq!(again.code, 0, "{}", again.out);
+    assert!(continued.is_empty(), "{continued:#?}");
+    let t = g.timeline();
+    for (event, n) in [
+        ("quiesced", 3),
+        ("installed", 3),
+        ("db_upgrade", 1),
+        ("reboot", 3),
+        ("boot", 3),
+    ] {
+        assert_eq!(
+            t.named(event).len(),
+            n,
+            "a rerun on the upgraded group: {event}: {t:#?}"
+        );
+    }
+    assert_all_upgraded(&g);
 }

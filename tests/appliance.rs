@@ -208,24 +208,34 @@ fn the_installed_version_is_checked_after_the_boot_and_the_folder_kept_when_it_i
     assert!(c.current().is_some(), "the run is kept");
 }
 
-#[test]
-fn install_on_a_stopped_appliance_neither_starts_nor_reboots() {
-    let c = appliance();
-    let served = c.serve();
-    let pkg = update(&c, NEW, &[]);
+/// `cellctl install PKG` on the appliance, its service stopped first.
+fn install_stopped(c: &Cell, served: &Served, pkg: &Path) -> Run {
     let ok = Command::new(c.dir.join("bin/systemctl"))
         .args(["stop", "vmware-vcd"])
         .status()
         .unwrap()
         .success();
     assert!(ok);
-    let r = Run::from(
-        appliance_cmd(&c, &served)
+    Run::from(
+        appliance_cmd(c, served)
             .args(["--json", "install"])
-            .arg(&pkg)
+            .arg(pkg)
             .output()
             .unwrap(),
-    );
+    )
+}
+
+/// `cellctl --json start`, wired as for the appliance's other commands.
+fn start(c: &Cell, served: &Served) -> Run {
+    Run::from(appliance_cmd(c, served).args(["--json", "start"]).output().unwrap())
+}
+
+#[test]
+fn install_on_a_stopped_appliance_neither_starts_nor_reboots() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    let r = install_stopped(&c, &served, &pkg);
     r.assert_code(0).assert_no_secret();
     let doc = r.json();
     assert_eq!(doc["outcome"], "installed", "{doc}");
@@ -240,6 +250,124 @@ fn install_on_a_stopped_appliance_neither_starts_nor_reboots() {
         "the folder goes once the version is verified"
     );
     assert!(c.current().is_none());
+}
+
+/// The server-group order (the playbook's): install on the stopped appliance, then `start`,
+/// which reboots it (a journaled run of its own) instead of starting the service; after the
+/// boot the shipped unit's continuation waits for the cell, checks its health and version.
+#[test]
+fn start_after_an_install_reboots_the_appliance_and_the_continuation_finishes() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    let r = install_stopped(&c, &served, &pkg);
+    r.assert_code(0);
+    assert_eq!(r.json()["cell_left"], "reboot_required");
+
+    let r = start(&c, &served);
+    r.assert_code(0).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["command"], "start", "{doc}");
+    assert_eq!(doc["outcome"], "rebooting", "{doc}");
+    assert_eq!(doc["cell_left"], "rebooting", "{doc}");
+    assert_eq!(step_status(&doc, "reboot").as_deref(), Some("done"), "{doc}");
+    assert!(step_status(&doc, "start_service").is_none(), "not started: rebooted");
+    assert_eq!(reboot_calls(&c), 1);
+    let show = c.show();
+    assert_eq!(show["rebooting"], true, "{show}");
+    assert_eq!(show["service"], "stopped", "{show}");
+    let rec = c.current().expect("the reboot run is kept for its continuation");
+    assert_eq!(rec["command"], "start", "{rec}");
+    assert_eq!(rec["upgrade"]["stage"], "rebooting", "{rec}");
+    // Journaled before it was taken: the reboot step is in the record.
+    assert!(
+        rec["steps"].as_array().unwrap().iter().any(|s| s["step"] == "reboot"),
+        "{rec}"
+    );
+
+    play_boot(&c);
+    let r = continue_at_boot(&c, &served);
+    r.assert_code(0).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["command"], "start", "{doc}");
+    assert_eq!(doc["outcome"], "started", "{doc}");
+    assert_eq!(doc["cell_left"], "running", "{doc}");
+    for s in ["reboot", "continue_after_boot", "health", "verify_version"] {
+        assert_eq!(step_status(&doc, s).as_deref(), Some("done"), "step {s}: {doc}");
+    }
+    assert_appliance_updated(&c);
+    assert_eq!(Timeline::of_cell(&c.dir).named("reboot").len(), 1, "rebooted once");
+
+    // Done: another `start` starts (here: finds running) without a second reboot.
+    let again = start(&c, &served);
+    again.assert_code(0);
+    assert_eq!(again.json()["outcome"], "started", "{}", again.json());
+    assert_eq!(reboot_calls(&c), 1, "no second reboot");
+    assert!(c.current().is_none());
+}
+
+/// A rerun of `start` (the playbook's, after the boot, before or instead of the unit) goes on
+/// with the recorded reboot run: the new boot says the reboot happened; no second reboot.
+#[test]
+fn start_again_after_the_boot_finishes_the_recorded_reboot_run() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    install_stopped(&c, &served, &pkg).assert_code(0);
+    assert_eq!(start(&c, &served).json()["outcome"], "rebooting");
+    play_boot(&c);
+    let r = start(&c, &served);
+    r.assert_code(0).assert_no_secret();
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "started", "{doc}");
+    assert_eq!(doc["cell_left"], "running", "{doc}");
+    assert_eq!(step_status(&doc, "verify_version").as_deref(), Some("done"), "{doc}");
+    assert_appliance_updated(&c);
+    assert_eq!(reboot_calls(&c), 1, "no second reboot");
+    // The unit at the next boot finds nothing to do.
+    let r = continue_at_boot(&c, &served);
+    r.assert_code(0);
+    assert_eq!(r.json()["outcome"], "nothing_to_continue");
+}
+
+/// An appliance the operator rebooted by hand after its install is not rebooted again by
+/// `start`: its boot id changed since the install ended.
+#[test]
+fn start_after_a_reboot_by_hand_does_not_reboot_again() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    install_stopped(&c, &served, &pkg).assert_code(0);
+    play_boot(&c);
+    let r = start(&c, &served);
+    r.assert_code(0);
+    let doc = r.json();
+    assert_eq!(doc["outcome"], "started", "{doc}");
+    assert_eq!(reboot_calls(&c), 0, "{:?}", calls(&c));
+    assert!(c.current().is_none(), "a plain start records no run");
+    assert_eq!(c.show()["service"], "running");
+}
+
+/// A running appliance whose install awaits its reboot is not rebooted from under its users.
+#[test]
+fn start_refuses_to_reboot_a_running_appliance_whose_install_awaits_the_reboot() {
+    let c = appliance();
+    let served = c.serve();
+    let pkg = update(&c, NEW, &[]);
+    install_stopped(&c, &served, &pkg).assert_code(0);
+    let ok = Command::new(c.dir.join("bin/systemctl"))
+        .args(["start", "vmware-vcd"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(c.show()["service"], "running");
+    let r = start(&c, &served);
+    assert_ne!(r.code, 0, "{}", r.json());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("drain the cell first"), "{msg}");
+    assert_eq!(reboot_calls(&c), 0);
+    assert!(c.current().is_none(), "nothing recorded");
 }
 
 /// A refused appliance update changed nothing: no quiesce, no install, the old version running.

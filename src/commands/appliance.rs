@@ -22,10 +22,14 @@ use crate::engine::reboot::{self, Reboot};
 use crate::engine::run::{Recorder, Run};
 use crate::engine::{drain, health, preflight, signals};
 use crate::error::Error;
+use crate::model::outcome::{CommandName, Outcome};
 use crate::model::phase::{Event, Phase};
 use crate::model::stage::{Stage, StageEvent};
+use crate::model::step::Before;
 use crate::model::step::{ServiceState, Step, StepStatus};
-use crate::store::record::{ApplianceRecord, BootIds, UpgradeRecord};
+use crate::model::time::new_run_id;
+use crate::store::journal::Journal;
+use crate::store::record::{ApplianceRecord, BootIds, RunRecord, UpgradeRecord};
 
 /// The appliance part of a new run's record: its own folder in the unpack dir, named by the run.
 pub(crate) fn new_record(s: &Settings, run_id: &str) -> ApplianceRecord {
@@ -274,4 +278,101 @@ pub(crate) fn discard(run: &Run) {
     {
         tracing::warn!("cannot remove {}: {e}", a.folder.display());
     }
+}
+
+/// The end of an appliance's `install` (no reboot in its plan): the boot it ends in, so that
+/// `cellctl start` can tell whether the appliance has rebooted since. Unreadable, none is
+/// recorded, and `start` reboots (it cannot tell).
+pub(crate) fn note_boot(run: &mut Run, r: &RebootSettings) {
+    if up(run).appliance.is_none() {
+        return;
+    }
+    match reboot::read_boot_id(r) {
+        Ok(id) => boot_ids(run).boot_id = Some(id),
+        Err(e) => tracing::warn!("{e}: `cellctl start` will reboot the appliance whether or not it has rebooted"),
+    }
+}
+
+/// The newest finished run that installed a package (`install`, `upgrade`, or the reboot run of
+/// `start`): an appliance's `install` whose boot is still the one it ended in (or unknown)
+/// awaits its reboot; anything newer (the reboot run, an upgrade that rebooted) does not.
+fn install_awaiting_reboot(j: &Journal, r: &RebootSettings) -> Result<Option<RunRecord>, Error> {
+    let Some(rec) = j.newest_finished(|x| x.upgrade.as_ref().is_some_and(|u| u.package.is_some())) else {
+        return Ok(None);
+    };
+    let awaits = rec.command == CommandName::Install
+        && rec.outcome == Some(Outcome::Installed)
+        && rec
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.appliance.is_some() && !u.start && u.stage == Stage::Done);
+    if !awaits {
+        return Ok(None);
+    }
+    let ended_in = rec
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.appliance.as_ref())
+        .and_then(|a| a.boot.boot_id.clone());
+    match ended_in {
+        None => Ok(Some(rec)),
+        Some(b) => Ok((reboot::read_boot_id(r)? == b).then_some(rec)),
+    }
+}
+
+/// `cellctl start` on an appliance: true when its start is the reboot of an install (a reboot
+/// run recorded, to continue, or an `install` that awaits its reboot). A Linux cell, or an
+/// appliance with nothing awaiting, starts as any cell.
+pub(crate) fn reboot_pending(s: &Settings, r: &RebootSettings) -> Result<bool, Error> {
+    if !preflight::is_appliance(s) || !s.state_dir.exists() {
+        return Ok(false);
+    }
+    let j = Journal::open(&s.state_dir)?;
+    if let Some(cur) = j.current()? {
+        return Ok(cur.command == CommandName::Start && cur.upgrade.as_ref().is_some_and(|u| u.appliance.is_some()));
+    }
+    Ok(install_awaiting_reboot(&j, r)?.is_some())
+}
+
+/// The record of `start`'s reboot run: the install's package and appliance record, at stage
+/// reboot on the stopped cell (a running one is drained first: a reboot would cut it off).
+/// From there it goes as an appliance's upgrade does: reboot, and after the boot the
+/// continuation waits for the cell, checks its health and its version.
+pub(crate) async fn reboot_record(ctx: &Ctx<'_>, r: &RebootSettings) -> Result<RunRecord, Error> {
+    let j = Journal::open(&ctx.s.state_dir)?;
+    let Some(install) = install_awaiting_reboot(&j, r)? else {
+        return Err(Error::Conflict(
+            "no appliance install awaits its reboot any more (the appliance rebooted meanwhile): run `cellctl start` again".into(),
+        ));
+    };
+    let svc = preflight::service_state(&ctx.service).await?;
+    if svc != ServiceState::Stopped {
+        return Err(Error::Conflict(format!(
+            "service {} is {svc}, and the update installed by run {} awaits the appliance's reboot: drain the cell first (`cellctl drain`), then `cellctl start` reboots it",
+            ctx.service.name, install.run_id
+        )));
+    }
+    let mut u = install.upgrade.clone().expect("checked: an install record");
+    u.stage = Stage::Reboot;
+    u.start = true;
+    u.db_upgrade = false;
+    u.db_unit = None;
+    u.installer_tail = None;
+    if let Some(a) = u.appliance.as_mut() {
+        a.boot = BootIds::default();
+    }
+    let before = Before {
+        job_count: 0,
+        is_active: false,
+        in_maintenance: None,
+        service: svc,
+    };
+    let detail = format!(
+        "run {} installed {} on this stopped appliance; its reboot finishes the update",
+        install.run_id,
+        u.version_after.as_deref().unwrap_or("the update")
+    );
+    let mut rec = super::drain::new_record(ctx, CommandName::Start, new_run_id(), None, before, Some(detail));
+    rec.upgrade = Some(u);
+    Ok(rec)
 }

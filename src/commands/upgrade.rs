@@ -171,6 +171,12 @@ impl Procedure for Upgrade<'_> {
 
     async fn start(&self, ctx: &Ctx<'_>, report: &mut Report) -> Result<Option<RunRecord>, Error> {
         let o = self.0;
+        if o.command == CommandName::Start {
+            // `start` on an appliance whose install awaits its reboot.
+            let rec = appliance::reboot_record(ctx, &o.reboot).await?;
+            report.run_id = Some(rec.run_id.clone());
+            return Ok(Some(rec));
+        }
         let (pkg, version_before) = self.verified_package(ctx.s).await?;
         let run_id = new_run_id();
         report.run_id = Some(run_id.clone());
@@ -251,7 +257,8 @@ impl Procedure for Upgrade<'_> {
     }
 
     async fn enter(&self, ctx: &Ctx<'_>, run: &mut Run) -> Result<(), Error> {
-        if run.rec.phase == Phase::Start && up(run).stage == Stage::Install {
+        // A stopped cell: an install, or an installed appliance's reboot (`start`).
+        if run.rec.phase == Phase::Start && matches!(up(run).stage, Stage::Install | Stage::Reboot) {
             run.drain_event(Event::AlreadyStopped)?;
         }
         run.save()?;
@@ -462,6 +469,7 @@ async fn install_stage(
     // reboot follows (its folder goes once the version is seen again after the boot).
     if !up(run).plan().reboots() {
         appliance::remove_folder(run)?;
+        appliance::note_boot(run, &o.reboot);
     }
     run.end(idx, StepStatus::Done, Some(format!("unit {unit}: {}", res.describe())))?;
     run.stage_event(StageEvent::Installed)

@@ -402,6 +402,8 @@ fn stage_conclusion(rec: &RunRecord, result: Result<(), Error>) -> Conclusion {
     let outcome = match (&result, done, up.stage) {
         (Ok(()), true, _) if rec.command == CommandName::Install => Outcome::Installed,
         (Ok(()), true, _) if rec.command == CommandName::DbUpgrade => Outcome::DbUpgraded,
+        // `start` on an installed appliance: rebooted, and started by its continuation.
+        (Ok(()), true, _) if rec.command == CommandName::Start => Outcome::Started,
         (Ok(()), true, _) => Outcome::Upgraded,
         // An appliance's reboot was requested: the continuation after the boot finishes.
         (Ok(()), false, Stage::Rebooting) => Outcome::Rebooting,

@@ -26,7 +26,7 @@ pub(crate) enum Reboot {
     Requested,
 }
 
-fn read_boot_id(r: &RebootSettings) -> Result<String, Error> {
+pub(crate) fn read_boot_id(r: &RebootSettings) -> Result<String, Error> {
     std::fs::read_to_string(&r.boot_id_file)
         .map(|s| s.trim().to_string())
         .map_err(|e| {

@@ -53,8 +53,9 @@ impl Position {
         match t {
             Transition::Drain(ev) => {
                 // Past its drain a run's phase is final; the one exception is the start of a run
-                // on a cell found stopped, which had nothing to drain: an install, or the
-                // database upgrade alone (`db-upgrade`).
+                // on a cell found stopped, which had nothing to drain: an install, the
+                // database upgrade alone (`db-upgrade`), or an installed appliance's reboot
+                // (`start`).
                 let fresh = self.phase == Phase::Start && ev == Event::AlreadyStopped;
                 if let Some((stage, _)) = self.stage
                     && stage.before_drain()
@@ -66,7 +67,7 @@ impl Position {
                 }
                 if let Some((stage, _)) = self.stage
                     && stage != Stage::Drain
-                    && !(matches!(stage, Stage::Install | Stage::DbUpgrade) && fresh)
+                    && !(matches!(stage, Stage::Install | Stage::DbUpgrade | Stage::Reboot) && fresh)
                 {
                     return Err(Refused::DrainOver {
                         phase: self.phase,
@@ -249,6 +250,51 @@ mod tests {
         assert!(p.next(Transition::Drain(Event::Failure)).is_err());
         let p = p.next(Transition::Stage(StageEvent::DbUpgraded)).unwrap();
         assert_eq!(p.stage.map(|(s, _)| s), Some(Stage::Done));
+    }
+
+    /// `start` on an installed appliance: a run that begins at its reboot on the stopped cell,
+    /// goes through the reboot and the boot, and ends at its start.
+    #[test]
+    fn an_installed_appliances_reboot_starts_on_a_stopped_cell_and_ends_done() {
+        let plan = Plan {
+            db_upgrade: false,
+            start: true,
+            appliance: true,
+        };
+        let p = Position {
+            phase: Phase::Start,
+            stage: Some((Stage::Reboot, plan)),
+            maint: None,
+        };
+        let p = p.next(Transition::Drain(Event::AlreadyStopped)).unwrap();
+        assert!(p.shut_down());
+        assert!(p.next(Transition::Drain(Event::AlreadyStopped)).is_err());
+        // Nothing is installed or upgraded again in this run.
+        assert!(p.next(Transition::Stage(StageEvent::Installed)).is_err());
+        assert!(p.next(Transition::Stage(StageEvent::DbUpgraded)).is_err());
+        assert!(
+            p.next(Transition::Stage(StageEvent::Started)).is_err(),
+            "no start before the boot"
+        );
+        let p = p.next(Transition::Stage(StageEvent::RebootRequested)).unwrap();
+        assert_eq!(p.stage.map(|(s, _)| s), Some(Stage::Rebooting));
+        let p = p.next(Transition::Stage(StageEvent::Booted)).unwrap();
+        assert_eq!(p.stage.map(|(s, _)| s), Some(Stage::Start));
+        let p = p.next(Transition::Stage(StageEvent::Started)).unwrap();
+        assert_eq!(p.stage.map(|(s, _)| s), Some(Stage::Done));
+        // A run that did not reboot (a Linux cell's) cannot begin there.
+        let linux = Position {
+            phase: Phase::Start,
+            stage: Some((
+                Stage::Reboot,
+                Plan {
+                    appliance: false,
+                    ..plan
+                },
+            )),
+            maint: None,
+        };
+        assert!(linux.next(Transition::Stage(StageEvent::RebootRequested)).is_err());
     }
 
     #[test]

@@ -304,6 +304,18 @@ impl Journal {
         Ok(dest)
     }
 
+    /// The newest finished (archived) run that `keep` accepts; unreadable archives are passed over.
+    pub fn newest_finished(&self, keep: impl Fn(&RunRecord) -> bool) -> Option<RunRecord> {
+        let rd = std::fs::read_dir(self.dir.join(RUNS)).ok()?;
+        let mut names: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // Run ids sort by time.
+        names.sort();
+        names.iter().rev().find_map(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            serde_json::from_str::<RunRecord>(&text).ok().filter(|r| keep(r))
+        })
+    }
+
     fn prune(&self) {
         let Ok(rd) = std::fs::read_dir(self.dir.join(RUNS)) else {
             return;

@@ -20,15 +20,16 @@ description:
   - C(failed) follows cellctl's exit code; C(msg) is the error's message.
   - No password passes through Ansible. cellctl reads its own password file (C(password_file) in
     its config) or the systemd credential C(vcd-password); this module never sets or forwards one.
-  - In check mode every command but C(status) runs C(cellctl preflight) instead (with O(package)
+  - In check mode every command but C(status) and C(report) runs C(cellctl preflight) instead (with O(package)
     when given), which changes nothing.
 options:
   command:
     description:
-      - The cellctl command to run.
+      - The cellctl command to run. C(report) is C(cellctl report --last), the saved report of
+        the cell's last run (after an appliance's reboot: its continuation's).
     type: str
     required: true
-    choices: [status, preflight, drain, install, start, db-upgrade]
+    choices: [status, preflight, drain, install, start, db-upgrade, report]
   package:
     description:
       - The installer package on the cell, for C(preflight) and C(install).
@@ -154,6 +155,8 @@ from ansible.module_utils.basic import AnsibleModule
 # Result keys that belong to Ansible: a document key of the same name is kept under `cellctl_`.
 RESERVED = frozenset(["changed", "failed", "msg", "rc", "cmd", "stderr", "stdout", "invocation", "skipped"])
 STDERR_TAIL = 4096
+# Commands that change nothing (a report's `cell_left` is its run's, not this call's).
+READ_ONLY = ("status", "preflight", "report")
 
 
 def build_argv(p, command):
@@ -172,6 +175,8 @@ def build_argv(p, command):
         argv.append("--retry-install")
     if command == "start" and p["health_deadline"]:
         argv += ["--health-deadline", p["health_deadline"]]
+    if command == "report":
+        argv.append("--last")
     if command == p["command"]:
         argv += p["extra_args"]
     return argv
@@ -192,7 +197,7 @@ def first_document(stdout):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            command=dict(type="str", required=True, choices=["status", "preflight", "drain", "install", "start", "db-upgrade"]),
+            command=dict(type="str", required=True, choices=["status", "preflight", "drain", "install", "start", "db-upgrade", "report"]),
             package=dict(type="path"),
             binary=dict(type="path", default="cellctl"),
             config=dict(type="path"),
@@ -207,7 +212,7 @@ def main():
     )
     p = module.params
     command = p["command"]
-    if module.check_mode and command != "status":
+    if module.check_mode and command not in READ_ONLY:
         command = "preflight"
     argv = build_argv(p, command)
     # No standard input (cellctl prompts for a password only on a terminal, and must not here),
@@ -237,7 +242,7 @@ def main():
         rc=rc,
         cmd=argv,
         stderr=tail,
-        changed=left is not None and left != "unchanged" and command not in ("status", "preflight"),
+        changed=left is not None and left != "unchanged" and command not in READ_ONLY,
     )
     if rc != 0:
         result["msg"] = error.get("message") or "cellctl %s exited %d" % (command, rc)
