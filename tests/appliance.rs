@@ -26,15 +26,6 @@ fn update(c: &Cell, version: &str, extra: &[&str]) -> std::path::PathBuf {
     update_package(c, version, extra)
 }
 
-fn step_status(doc: &Value, step: &str) -> Option<String> {
-    doc["steps"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|s| s["step"] == step)
-        .map(|s| s["status"].as_str().unwrap().to_string())
-}
-
 /// Calls of one tool with its argv, in order.
 fn calls(c: &Cell) -> Vec<(String, String, Option<i64>)> {
     c.invocations()

@@ -9,19 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use serde_json::Value;
 
 fn cell() -> Cell {
     Cell::new(&["--quiesce-delay", "200ms", "--jobs", "1", "--job-duration", "1s"])
-}
-
-fn step_status(doc: &Value, step: &str) -> Option<String> {
-    doc["steps"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|s| s["step"] == step)
-        .map(|s| s["status"].as_str().unwrap().to_string())
 }
 
 fn script(c: &Cell, name: &str, body: &str) -> PathBuf {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cell, Run, Served, Timeline, cellctl_bin};
+use common::{Cell, Run, Served, Timeline, cellctl_bin, step_status};
 use serde_json::Value;
 use systemd_ns::{Options, SystemdNs, wait_for};
 
@@ -183,15 +183,6 @@ fn cellctl_in(ns: &SystemdNs, c: &Cell, served: &Served) -> Command {
         .arg(&c.pwfile)
         .stdin(Stdio::null());
     cmd
-}
-
-fn step_status(doc: &Value, step: &str) -> Option<String> {
-    doc["steps"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|s| s["step"] == step)
-        .map(|s| s["status"].as_str().unwrap().to_string())
 }
 
 /// `systemd-analyze verify` inside the namespace (its unit path has the standard targets),

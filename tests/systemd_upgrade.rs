@@ -22,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Cell, Run, Served, cellctl_bin};
+use common::{Cell, Run, Served, cellctl_bin, step_status};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -343,15 +343,6 @@ fn installer_runs(c: &Cell) -> Vec<Value> {
         .into_iter()
         .filter(|i| i["tool"] == "installer")
         .collect()
-}
-
-fn step_status(doc: &Value, step: &str) -> Option<String> {
-    doc["steps"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|s| s["step"] == step)
-        .map(|s| s["status"].as_str().unwrap_or_default().to_string())
 }
 
 fn str_of<'a>(doc: &'a Value, ptr: &str) -> &'a str {

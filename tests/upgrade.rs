@@ -15,15 +15,6 @@ fn cell(extra: &[&str]) -> Cell {
     Cell::new(&args)
 }
 
-fn step_status(doc: &Value, step: &str) -> Option<String> {
-    doc["steps"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|s| s["step"] == step)
-        .map(|s| s["status"].as_str().unwrap().to_string())
-}
-
 fn run(cmd: &mut std::process::Command) -> Run {
     Run::from(cmd.output().unwrap())
 }

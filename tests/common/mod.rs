@@ -746,3 +746,13 @@ impl Timeline {
         out
     }
 }
+
+/// The status of the last record of `step` in a report's `steps` (None: never taken).
+pub fn step_status(doc: &Value, step: &str) -> Option<String> {
+    doc["steps"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|s| s["step"] == step)
+        .map(|s| s["status"].as_str().unwrap_or_default().to_string())
+}
