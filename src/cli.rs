@@ -338,8 +338,8 @@ pub struct DrainArgs {
     /// Stop once drained; do not shut the cell down
     #[arg(long)]
     pub no_shutdown: bool,
-    /// Time between status polls while waiting, from the start of each [default: 30s with the
-    /// API's task list; without it 10s after the end of each call, as the manual runbook]
+    /// Time between status polls while waiting, from the start of each [default: 30s after the
+    /// end of each call with the API's task list; without it 10s after, as the manual runbook]
     #[arg(long, env = "CELLCTL_POLL_INTERVAL", value_name = "DUR")]
     pub poll_interval: Option<humantime::Duration>,
     /// With --on-deadline cancel: what to do if jobs remain after the grace period [default: abort]
