@@ -14,20 +14,6 @@ fn cell(extra: &[&str]) -> Cell {
     Cell::new(&args)
 }
 
-fn steps(doc: &Value) -> Vec<(String, String)> {
-    doc["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["step"].as_str().unwrap().to_string(),
-                s["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn has_step(doc: &Value, step: &str, status: &str) -> bool {
     steps(doc).iter().any(|(s, st)| s == step && st == status)
 }

@@ -118,20 +118,6 @@ impl Fleet {
     }
 }
 
-fn steps(doc: &Value) -> Vec<(String, String)> {
-    doc["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["step"].as_str().unwrap().to_string(),
-                s["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn assert_steps_done(doc: &Value, want: &[&str]) {
     let got = steps(doc);
     for w in want {

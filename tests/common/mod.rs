@@ -756,3 +756,18 @@ pub fn step_status(doc: &Value, step: &str) -> Option<String> {
         .find(|s| s["step"] == step)
         .map(|s| s["status"].as_str().unwrap_or_default().to_string())
 }
+
+/// Every record of a report's `steps` as (step, status), in order.
+pub fn steps(doc: &Value) -> Vec<(String, String)> {
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
